@@ -1,0 +1,63 @@
+"""BasicEncoder (RAFT): image -> 1/8-resolution feature map.
+
+Used twice: the feature encoder (instance norm, no parameters in the norms) and
+the context encoder (batch norm). Module names match the official checkpoints,
+including the stride-2 residual blocks' ``downsample = Sequential(conv, norm3)``
+which shares ``norm3`` (so its keys appear twice in the state_dict).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels)  # affine=False: no parameters, no running stats
+    raise ValueError(f"unknown norm {kind!r}")
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, norm: str, stride: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1, stride=stride)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.relu = nn.ReLU(inplace=True)
+        self.norm1 = _norm(norm, c_out)
+        self.norm2 = _norm(norm, c_out)
+        self.downsample = None
+        if stride != 1:
+            self.norm3 = _norm(norm, c_out)
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride), self.norm3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.relu(self.norm1(self.conv1(x)))
+        y = self.relu(self.norm2(self.conv2(y)))
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.relu(x + y)
+
+
+class BasicEncoder(nn.Module):
+    """(B, 3, H, W) in [-1, 1] -> (B, out_dim, H/8, W/8)."""
+
+    def __init__(self, out_dim: int, norm: str, widths: tuple[int, int, int] = (64, 96, 128)):
+        super().__init__()
+        w1, w2, w3 = widths
+        self.conv1 = nn.Conv2d(3, w1, 7, stride=2, padding=3)
+        self.norm1 = _norm(norm, w1)
+        self.relu1 = nn.ReLU(inplace=True)
+        self.layer1 = nn.Sequential(ResidualBlock(w1, w1, norm, 1), ResidualBlock(w1, w1, norm, 1))
+        self.layer2 = nn.Sequential(ResidualBlock(w1, w2, norm, 2), ResidualBlock(w2, w2, norm, 1))
+        self.layer3 = nn.Sequential(ResidualBlock(w2, w3, norm, 2), ResidualBlock(w3, w3, norm, 1))
+        self.conv2 = nn.Conv2d(w3, out_dim, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu1(self.norm1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.conv2(x)

@@ -1,0 +1,77 @@
+"""Motion encoder and update block (SKFlow-style, MemFlow variant).
+
+``get_motion_and_value`` turns (flow, correlation) into motion features and the
+memory value; ``forward`` refines the recurrent state from context, local motion
+and memory-aggregated global motion. Names match the official
+``update_block.*`` keys.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+from .pcblock import PCBlock
+
+
+class MotionEncoder(nn.Module):
+    """(flow (B,2,h,w), corr (B,corr_planes,h,w)) -> motion (B, motion_dim, h, w); last 2 channels = flow."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        k = cfg.motion_kernels
+        self.convc1 = PCBlock(cfg.corr_planes, cfg.corr_hidden, k)
+        self.convc2 = PCBlock(cfg.corr_hidden, cfg.corr_out, k)
+        self.convf1 = nn.Conv2d(2, cfg.flow_hidden, 1)
+        self.convf2 = PCBlock(cfg.flow_hidden, cfg.flow_out, k)
+        self.conv = PCBlock(cfg.corr_out + cfg.flow_out, cfg.motion_dim - 2, k)
+
+    def forward(self, flow: torch.Tensor, corr: torch.Tensor) -> torch.Tensor:
+        cor = self.convc2(F.gelu(self.convc1(corr)))
+        flo = self.convf2(self.convf1(flow))
+        out = self.conv(torch.cat([cor, flo], dim=1))
+        return torch.cat([out, flow], dim=1)
+
+
+class Aggregator(nn.Module):
+    """Holds the memory value projection and the learnt weight of the memory read-out."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.to_v = nn.Conv2d(cfg.motion_dim, cfg.motion_dim, 1, bias=False)
+        self.gamma = nn.Parameter(torch.zeros(1))
+
+
+class UpdateBlock(nn.Module):
+    """Estimator: net <- gru(cat[net, inp, motion, global]); predictor: net <- gru_new(cat[inp, global, fwd_flow])."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.encoder = MotionEncoder(cfg)
+        if cfg.predict:
+            self.gru_new = PCBlock(cfg.context_dim + cfg.motion_dim + 2, cfg.hidden_dim, cfg.update_kernels)
+        else:
+            self.gru = PCBlock(cfg.hidden_dim + cfg.context_dim + 2 * cfg.motion_dim, cfg.hidden_dim,
+                               cfg.update_kernels)
+        self.flow_head = PCBlock(cfg.hidden_dim, 2, cfg.motion_kernels)
+        self.mask = nn.Sequential(
+            nn.Conv2d(cfg.hidden_dim, cfg.mask_hidden, 3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cfg.mask_hidden, 64 * 9, 1),
+        )
+        self.aggregator = Aggregator(cfg)
+
+    def get_motion_and_value(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        motion = self.encoder(flow, corr)
+        return motion, self.aggregator.to_v(motion)
+
+    def forward(self, net, inp, motion, motion_global):
+        """Returns (net, upsampling mask (B,576,h,w), delta flow (B,2,h,w))."""
+        net = self.gru(torch.cat([net, inp, motion, motion_global], dim=1))
+        return net, 0.25 * self.mask(net), self.flow_head(net)
+
+    def predict(self, inp, motion_global, forward_flow):
+        """MemFlowNet-P single pass. Returns (upsampling mask, delta flow)."""
+        net = self.gru_new(torch.cat([inp, motion_global, forward_flow], dim=1))
+        return 0.25 * self.mask(net), self.flow_head(net)
