@@ -1,0 +1,163 @@
+"""Streaming flow estimation: one :class:`FlowStream` per video.
+
+Frames are pushed one at a time; each push after the first returns the flow
+from the previous frame to this one. Only the previous frame's input, feature
+map and the bounded key/value memory are kept, so memory use does not grow
+with video length. Every frame goes through the feature encoder once (the
+official code encodes each frame twice); results are identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from .model import InputPadder, MemFlowNet, forward_interpolate
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto -> cuda, then mps, then cpu. (GPU paths are not tested in this project's CI: no GPU.)"""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: MPS is not available")
+    return torch.device(name)
+
+
+def run_size(height: int, width: int, max_side: int | None = None, scale: float | None = None) -> tuple[int, int]:
+    """The (h, w) the network runs at, given --max-side or --scale (at least 8 px per side)."""
+    s = 1.0
+    if scale is not None:
+        if scale <= 0:
+            raise ValueError("--scale must be positive")
+        s = scale
+    elif max_side is not None:
+        if max_side < 8:
+            raise ValueError("--max-side must be at least 8")
+        s = min(1.0, max_side / max(height, width))
+    return max(8, round(height * s)), max(8, round(width * s))
+
+
+def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize a (h,w,2) flow to (height,width,2), scaling vectors to the new pixel size."""
+    h, w = flow.shape[:2]
+    if (h, w) == (height, width):
+        return flow
+    out = cv2.resize(flow, (width, height), interpolation=cv2.INTER_LINEAR)
+    out[..., 0] *= width / w
+    out[..., 1] *= height / h
+    return out
+
+
+@dataclass
+class StreamOptions:
+    iters: int = 15
+    warm_start: bool = False       # official default: off
+    max_side: int | None = None
+    scale: float | None = None
+
+
+class FlowStream:
+    """Push frames (H,W,3) uint8 RGB in order; get (H,W,2) float32 flows of consecutive pairs."""
+
+    def __init__(self, model: MemFlowNet, options: StreamOptions | None = None, device: torch.device | str = "cpu"):
+        self.model = model.eval()
+        self.opt = options or StreamOptions()
+        if self.opt.iters < 1:
+            raise ValueError("--iters must be at least 1")
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.memory = self.model.new_memory()
+        self.size: tuple[int, int] | None = None     # input (H, W) of this stream
+        self.padder: InputPadder | None = None
+        self.prev_input: torch.Tensor | None = None  # normalised, padded previous frame
+        self.prev_fmap: torch.Tensor | None = None
+        self.prev_flow_low: torch.Tensor | None = None
+        self.pairs_done = 0
+
+    # -- preprocessing -------------------------------------------------------------
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("frames must be (H, W, 3) uint8 RGB")
+        h, w = image.shape[:2]
+        if self.size is None:
+            self.size = (h, w)
+            self.run_hw = run_size(h, w, self.opt.max_side, self.opt.scale)
+            self.padder = InputPadder(*self.run_hw)
+        elif self.size != (h, w):
+            raise ValueError(f"frame size changed from {self.size[1]}x{self.size[0]} to {w}x{h}")
+        rh, rw = self.run_hw
+        if (rh, rw) != (h, w):
+            interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
+            image = cv2.resize(image, (rw, rh), interpolation=interp)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
+        return 2 * (self.padder.pad(x) / 255.0) - 1
+
+    # -- streaming ------------------------------------------------------------------
+    @torch.inference_mode()
+    def prime(self, image: np.ndarray) -> None:
+        """Make ``image`` the previous frame without computing a pair (resume, first frame)."""
+        x = self._prepare(image)
+        self.prev_input, self.prev_fmap = x, self.model.encode_features(x)
+
+    @torch.inference_mode()
+    def push(self, image: np.ndarray) -> np.ndarray | None:
+        """Add the next frame; return the flow previous -> this frame (None for the first frame)."""
+        if self.prev_input is None:
+            self.prime(image)
+            return None
+        x = self._prepare(image)
+        fmap = self.model.encode_features(x)
+        ctx = self.model.encode_context(self.prev_input)
+        flow_init = None
+        if self.opt.warm_start and self.prev_flow_low is not None:
+            flow_init = forward_interpolate(self.prev_flow_low[0])[None].to(self.device)
+        est = self.model.estimate(ctx, self.prev_fmap, fmap, self.memory, self.opt.iters, flow_init=flow_init)
+        self.memory.add(ctx.key, est.value)
+        self.prev_input, self.prev_fmap, self.prev_flow_low = x, fmap, est.flow_low
+        self.pairs_done += 1
+        flow = self.padder.unpad(est.flow_up)[0].permute(1, 2, 0).float().cpu().numpy()
+        return resize_flow(np.ascontiguousarray(flow), *self.size)
+
+    # -- resume -----------------------------------------------------------------------
+    def state(self) -> dict[str, torch.Tensor]:
+        """What a resumed run needs besides the previous frame: memory and last low-res flow."""
+        out = {"pairs_done": torch.tensor(self.pairs_done)}
+        if self.memory.keys is not None:
+            out.update(keys=self.memory.keys.cpu(), values=self.memory.values.cpu(),
+                       frame_tokens=torch.tensor(self.memory.frame_tokens))
+        if self.prev_flow_low is not None:
+            out["prev_flow_low"] = self.prev_flow_low.cpu()
+        return out
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.memory.reset()
+        if "keys" in state:
+            self.memory.keys = state["keys"].to(self.device)
+            self.memory.values = state["values"].to(self.device)
+            self.memory.frame_tokens = int(state["frame_tokens"])
+        self.prev_flow_low = state["prev_flow_low"].to(self.device) if "prev_flow_low" in state else None
+        self.pairs_done = int(state["pairs_done"])
+
+
+def iter_flows(model: MemFlowNet, frames, options: StreamOptions | None = None, device="cpu"):
+    """Yield (index of first frame, flow (H,W,2)) for consecutive frames of any iterable of
+    ``Frame``-like objects (``.index``, ``.image``) or plain (H,W,3) uint8 arrays."""
+    stream = FlowStream(model, options, device)
+    prev_index = None
+    for i, frame in enumerate(frames):
+        index, image = (frame.index, frame.image) if hasattr(frame, "image") else (i, frame)
+        flow = stream.push(image)
+        if flow is not None:
+            yield prev_index, flow
+        prev_index = index

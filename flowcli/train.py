@@ -1,0 +1,174 @@
+"""Training MemFlowNet on CPU from synthetic clips (or fine-tuning on user data).
+
+Design for accuracy per CPU-hour: the small configuration (``CPU_SMALL``),
+small crops, few training iterations, clips generated in a worker process.
+Training is resumable from the weights file alone (safetensors, no optimizer
+state): the step count lives in its metadata and the learning rate is a pure
+function of the step, so a fresh machine continues the same schedule.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .model import CPU_SMALL, MemFlowNet, ModelConfig
+from .weights import model_from_safetensors, save_safetensors
+
+MAX_FLOW = 400.0  # pixels; larger GT vectors are ignored in the loss, as in RAFT
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "runs/cpu-small"
+    total_steps: int = 20000      # length of the one-cycle schedule (spans several sessions)
+    max_steps: int | None = None  # stop after this many steps in this run (None = until total_steps)
+    batch_size: int = 4
+    height: int = 192
+    width: int = 256
+    clip_frames: int = 3          # MemFlow learns from 3+ frame clips: pair 2 reads pair 1's memory
+    iters: int = 6                # refinement iterations during training
+    lr: float = 4e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 300
+    gamma: float = 0.85           # sequence-loss decay over iterations (paper)
+    grad_clip: float = 1.0
+    bf16: bool = False            # bfloat16 autocast on CPU
+    threads: int = 2
+    seed: int = 0
+    workers: int = 1
+    save_every: int = 50
+    eval_every: int = 250
+    eval_clips: int = 8
+    infer_iters: int = 12         # default iterations recorded with the weights for inference
+    model: dict = field(default_factory=lambda: CPU_SMALL.to_dict())
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """One-cycle: linear warm-up to ``lr``, then cosine decay to ~0 at ``total_steps``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    return cfg.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def sequence_loss(predictions: list[torch.Tensor], gt: torch.Tensor, valid: torch.Tensor,
+                  gamma: float) -> tuple[torch.Tensor, dict]:
+    """Exponentially weighted L1 over iterations on valid pixels (RAFT/MemFlow loss)."""
+    mag = torch.linalg.vector_norm(gt, dim=1)
+    mask = (valid > 0.5) & (mag < MAX_FLOW)
+    denom = mask.sum().clamp(min=1)
+    n = len(predictions)
+    loss = gt.new_zeros(())
+    for i, pred in enumerate(predictions):
+        weight = gamma ** (n - i - 1)
+        loss = loss + weight * ((pred - gt).abs().sum(dim=1) * mask).sum() / denom
+    epe = torch.linalg.vector_norm(predictions[-1] - gt, dim=1)
+    epe = (epe * mask).sum() / denom
+    return loss, {"epe": float(epe)}
+
+
+def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int) -> list[list[torch.Tensor]]:
+    """frames (B,T,3,H,W) in 0..255 -> per pair, upsampled flow after every iteration.
+
+    Same memory policy as inference: each pair reads the memory of the previous
+    pair, then writes its own key/value.
+    """
+    x = 2 * (frames / 255.0) - 1
+    b, t = x.shape[:2]
+    fmaps = model.encode_features(x.flatten(0, 1)).unflatten(0, (b, t))
+    memory = model.new_memory()
+    out = []
+    for ti in range(t - 1):
+        ctx = model.encode_context(x[:, ti])
+        est = model.estimate(ctx, fmaps[:, ti], fmaps[:, ti + 1], memory, iters, all_predictions=True)
+        memory.add(ctx.key, est.value)
+        out.append(est.predictions)
+    return out
+
+
+def _dataset(cfg: TrainConfig, seed: int):
+    from .synth import ClipParams, SynthClipDataset
+    params = ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames)
+    return SynthClipDataset(params, base_seed=seed)
+
+
+@torch.no_grad()
+def evaluate_synthetic(model: MemFlowNet, cfg: TrainConfig, clips: int, iters: int) -> float:
+    """Mean EPE of the last pair over held-out synthetic clips (seeds disjoint from training)."""
+    from .synth import ClipParams, generate_clip
+    model.eval()
+    params = ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames)
+    total = 0.0
+    for i in range(clips):
+        clip = generate_clip(10_000_000 + i, params)
+        frames = torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() for f in clip.frames])[None]
+        preds = clip_forward(model, frames, iters)
+        gt = torch.from_numpy(clip.flows[-1]).permute(2, 0, 1)[None]
+        valid = torch.from_numpy(clip.valid[-1].astype("float32"))[None]
+        _, m = sequence_loss([preds[-1][-1]], gt, valid, 1.0)
+        total += m["epe"]
+    model.train()
+    return total / clips
+
+
+def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, progress=None) -> Path:
+    """Train until ``max_steps`` (this run) or ``total_steps`` (schedule end). Returns the weights path."""
+    torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start = 0
+    if resume or init:
+        model, meta = model_from_safetensors(resume or init)
+        if resume:
+            start = int(meta.get("step", 0))
+    else:
+        torch.manual_seed(cfg.seed)
+        model = MemFlowNet(ModelConfig.from_dict(cfg.model))
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
+    loader = DataLoader(_dataset(cfg, cfg.seed * 1_000_003 + start), batch_size=cfg.batch_size,
+                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    log = open(out / "log.jsonl", "a")
+    latest = out / "latest.safetensors"
+    step, t0 = start, time.time()
+    samples = 0
+    data_iter = iter(loader)
+    while step < stop:
+        batch = next(data_iter)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            preds = clip_forward(model, batch["frames"], cfg.iters)
+        loss, metrics = torch.zeros(()), {"epe": 0.0}
+        for ti, p in enumerate(preds):
+            p = [q.float() for q in p]
+            l, m = sequence_loss(p, batch["flows"][:, ti], batch["valid"][:, ti], cfg.gamma)
+            loss = loss + l / len(preds)
+            metrics["epe"] += m["epe"] / len(preds)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        samples += batch["frames"].shape[0]
+        rec = {"step": step, "loss": float(loss), "epe": metrics["epe"], "lr": lr_at(step - 1, cfg),
+               "gnorm": float(gnorm), "sec": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        if step % cfg.eval_every == 0 or step == stop:
+            rec["eval_epe"] = evaluate_synthetic(model, cfg, cfg.eval_clips, cfg.infer_iters)
+        log.write(json.dumps(rec) + "\n")
+        log.flush()
+        if progress is not None:
+            progress(rec)
+        if step % cfg.save_every == 0 or step == stop:
+            save_safetensors(latest, model, iters=cfg.infer_iters,
+                             extra={"step": step, "train": json.dumps(asdict(cfg)), "samples": samples})
+    log.close()
+    return latest

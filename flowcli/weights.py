@@ -1,0 +1,183 @@
+"""Finding and loading weights: shipped ones, official ones, or a file path.
+
+* Shipped weights live in ``weights/`` (safetensors + ``manifest.json``) and are
+  this project's own, trained on CPU (see ``weights/MODEL_CARD.md``).
+* Official MemFlow checkpoints are known by name (``MemFlowNet_sintel`` ...).
+  They are downloaded only on request into a cache folder; the sha256 seen on
+  first download is recorded and checked on every later load.
+* A path to an official ``.pth`` is loaded with a ``--preset`` giving its settings;
+  a path to one of our ``.safetensors`` files carries its own config.
+"""
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .errors import CheckpointError
+from .model import MemFlowNet, ModelConfig, get_preset
+from .model.checkpoint import load_into, read_state_dict, sha256_file
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+RELEASE_URL = "https://github.com/DQiaole/MemFlow/releases/download/v1.0.0/{file}"
+OFFICIAL_NAMES = {  # name -> preset
+    "MemFlowNet_things": "things",
+    "MemFlowNet_sintel": "sintel",
+    "MemFlowNet_kitti": "kitti",
+    "MemFlowNet_spring": "spring",
+}
+
+
+@dataclass
+class LoadedWeights:
+    model: MemFlowNet
+    name: str
+    path: str
+    sha256: str
+    iters: int          # default refinement iterations for these weights
+    preset: str | None
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FLOWCLI_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "flowcli")
+    return Path(base)
+
+
+def weights_dir() -> Path:
+    return Path(os.environ.get("FLOWCLI_WEIGHTS_DIR", WEIGHTS_DIR))
+
+
+def manifest(kind: str | None = None) -> list[dict]:
+    """Entries of weights/manifest.json (optionally only estimate or predict models)."""
+    path = weights_dir() / "manifest.json"
+    if not path.is_file():
+        return []
+    entries = json.loads(path.read_text())["models"]
+    return [e for e in entries if kind is None or e.get("kind", "estimate") == kind]
+
+
+def default_name(kind: str = "estimate") -> str | None:
+    entries = manifest(kind)
+    for e in entries:
+        if e.get("default"):
+            return e["name"]
+    return entries[0]["name"] if entries else None
+
+
+# -- saving our own weights ---------------------------------------------------------------------------
+def save_safetensors(path: str | Path, model: MemFlowNet, *, iters: int, extra: dict | None = None) -> Path:
+    """Write model weights + config (no optimizer state) atomically as safetensors."""
+    from safetensors.torch import save_file
+
+    from .atomic import atomic_path
+    meta = {"flowcli_config": json.dumps(model.cfg.to_dict()), "iters": str(iters)}
+    meta.update({k: str(v) for k, v in (extra or {}).items()})
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_safetensors_meta(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(f"{path}: not a valid safetensors file ({exc})") from None
+
+
+def model_from_safetensors(path: str | Path) -> tuple[MemFlowNet, dict[str, str]]:
+    meta = read_safetensors_meta(path)
+    if "flowcli_config" not in meta:
+        raise CheckpointError(f"{path}: safetensors file without a flowcli config in its metadata")
+    model = MemFlowNet(ModelConfig.from_dict(json.loads(meta["flowcli_config"])))
+    load_into(model, read_state_dict(path), str(path))
+    return model.eval(), meta
+
+
+# -- resolving a --weights value ---------------------------------------------------------------------
+def _official_cached(name: str) -> Path:
+    path = cache_dir() / f"{name}.pth"
+    if not path.is_file():
+        raise CheckpointError(
+            f"official weights {name!r} are not downloaded; run `flowcli weights download {name}` "
+            f"where there is internet (cache: {cache_dir()})")
+    return path
+
+
+def _check_recorded_sha(path: Path, digest: str) -> None:
+    record = cache_dir() / "sha256.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    if path.name in known and known[path.name] != digest:
+        raise CheckpointError(f"{path}: sha256 {digest[:16]}... differs from the one recorded at download "
+                              f"({known[path.name][:16]}...); delete it and download again")
+
+
+def download_official(name: str) -> Path:
+    """Download an official checkpoint into the cache and record its sha256 (needs internet)."""
+    if name not in OFFICIAL_NAMES:
+        raise CheckpointError(f"unknown official weights {name!r}; choose from {', '.join(OFFICIAL_NAMES)}")
+    from .atomic import atomic_path
+    dest = cache_dir() / f"{name}.pth"
+    url = RELEASE_URL.format(file=f"{name}.pth")
+    try:
+        with atomic_path(dest, overwrite=True) as tmp, urllib.request.urlopen(url, timeout=60) as resp:
+            with open(tmp, "wb") as fh:
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    fh.write(chunk)
+    except OSError as exc:
+        raise CheckpointError(f"cannot download {url}: {exc}") from None
+    digest = sha256_file(dest)
+    record = cache_dir() / "sha256.json"
+    known = json.loads(record.read_text()) if record.is_file() else {}
+    known.setdefault(dest.name, digest)
+    record.write_text(json.dumps(known, indent=2))
+    _check_recorded_sha(dest, digest)
+    return dest
+
+
+def load_weights(weights: str | None = None, preset: str | None = None, kind: str = "estimate",
+                 device: str | torch.device = "cpu") -> LoadedWeights:
+    """Resolve ``weights`` (None = shipped default, a shipped name, an official name, or a path)."""
+    shipped = {e["name"]: e for e in manifest(kind)}
+    if weights is None:
+        weights = default_name(kind)
+        if weights is None:
+            raise CheckpointError(
+                "no default weights are shipped in this install; pass --weights PATH "
+                "(an official MemFlow .pth with --preset, or a flowcli .safetensors)")
+    if weights in shipped:
+        entry = shipped[weights]
+        path = weights_dir() / entry["file"]
+        digest = sha256_file(path)
+        if entry.get("sha256") and entry["sha256"] != digest:
+            raise CheckpointError(f"{path}: sha256 does not match weights/manifest.json")
+        model, meta = model_from_safetensors(path)
+        return LoadedWeights(model.to(device), weights, str(path), digest, int(meta.get("iters", 12)), None)
+    if weights in OFFICIAL_NAMES:
+        path = _official_cached(weights)
+        preset = preset or OFFICIAL_NAMES[weights]
+    else:
+        path = Path(weights)
+        if not path.exists():
+            names = ", ".join(list(shipped) + list(OFFICIAL_NAMES))
+            raise CheckpointError(f"{weights}: no such weights file or name (known names: {names})")
+    path = Path(path)
+    digest = sha256_file(path)
+    if path.suffix == ".safetensors":
+        model, meta = model_from_safetensors(path)
+        return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None)
+    _check_recorded_sha(path, digest)
+    try:
+        p = get_preset(preset or "things", kind)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    model = MemFlowNet(p.config)
+    load_into(model, read_state_dict(path), str(path))
+    return LoadedWeights(model.eval().to(device), path.stem, str(path), digest, p.iters, p.name)
