@@ -1,4 +1,8 @@
-"""Padding to a multiple of 8, identical to the official InputPadder ('sintel' mode)."""
+"""Padding to a multiple of 8, identical to the official InputPadder ('sintel' mode).
+
+One addition: sides below 16 px are padded up to 16, because the instance norm
+of the feature encoder needs more than one pixel at 1/8 resolution.
+"""
 from __future__ import annotations
 
 import torch
@@ -8,9 +12,9 @@ import torch.nn.functional as F
 class InputPadder:
     """Replicate-pad (H, W) up to multiples of 8: left/top get the floor half."""
 
-    def __init__(self, height: int, width: int, multiple: int = 8):
-        pad_h = (-height) % multiple
-        pad_w = (-width) % multiple
+    def __init__(self, height: int, width: int, multiple: int = 8, min_side: int = 16):
+        pad_h = max((-height) % multiple, min_side - height)
+        pad_w = max((-width) % multiple, min_side - width)
         self.size = (height, width)
         self.lrtb = (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)
 

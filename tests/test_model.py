@@ -1,0 +1,146 @@
+"""Model behaviour that the golden vectors do not cover."""
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from flowcli.engine import FlowStream, StreamOptions, iter_flows, resize_flow, run_size
+from flowcli.errors import CheckpointError
+from flowcli.model import CPU_SMALL, OFFICIAL, InputPadder, KeyValueMemory, MemFlowNet
+from flowcli.model.checkpoint import load_into, read_state_dict
+from flowcli.weights import load_weights, model_from_safetensors, save_safetensors
+
+
+def test_padder_matches_official_rule():
+    p = InputPadder(436, 1024)
+    assert p.lrtb == (0, 0, 2, 2) and p.padded_size == (440, 1024)
+    p = InputPadder(375, 1242)
+    assert p.lrtb == (3, 3, 0, 1)
+    x = torch.arange(375 * 1242, dtype=torch.float32).view(1, 1, 375, 1242)
+    assert torch.equal(p.unpad(p.pad(x)), x)
+
+
+def test_memory_keeps_one_past_frame():
+    mem = KeyValueMemory(2, 1)
+    for i in range(5):
+        mem.add(torch.full((1, 6, 4), float(i)), torch.full((1, 6, 3), float(i)))
+        assert mem.num_frames == 1
+        assert float(mem.keys[0, 0, 0]) == i
+    keys, values = mem.with_current(torch.zeros(1, 6, 4), torch.zeros(1, 6, 3))
+    assert keys.shape == (1, 12, 4) and values.shape == (1, 12, 3)
+
+
+@pytest.mark.parametrize("hw", [(40, 56), (64, 72), (8, 8), (100, 130)])
+def test_small_inputs_give_finite_flow(hw):
+    """The official code returns NaN when a padded side is < 128 px; we must not."""
+    torch.manual_seed(0)
+    model = MemFlowNet(CPU_SMALL)
+    frames = [np.random.RandomState(i).randint(0, 255, (*hw, 3), dtype=np.uint8) for i in range(3)]
+    flows = list(iter_flows(model, frames, StreamOptions(iters=2)))
+    assert len(flows) == 2
+    for _, f in flows:
+        assert f.shape == (*hw, 2) and np.isfinite(f).all()
+
+
+def test_small_input_translation_is_recovered_by_correlation_level():
+    """Zero-padding semantics on 1-pixel pyramid levels: sampling off the level gives 0, not the pixel."""
+    from flowcli.model.corr import CorrPyramid
+    f1 = torch.randn(1, 8, 8, 8)
+    pyr = CorrPyramid(f1, f1, levels=4, radius=1)
+    assert pyr.pyramid[-1].shape[-2:] == (1, 1)
+    coords = torch.zeros(1, 2, 8, 8)
+    out = pyr(coords)
+    last = out[:, -9:]  # level 3, offsets -1..1 around (0,0): only the centre is inside
+    assert torch.isfinite(out).all()
+    assert torch.count_nonzero(last[0, :, 0, 0]) == 1
+
+
+def test_run_size_and_resize_flow():
+    assert run_size(436, 1024, max_side=512) == (218, 512)
+    assert run_size(100, 200, scale=0.5) == (50, 100)
+    assert run_size(100, 200, max_side=1000) == (100, 200)
+    flow = np.ones((50, 100, 2), np.float32)
+    big = resize_flow(flow, 100, 200)
+    assert big.shape == (100, 200, 2) and np.allclose(big, 2.0)
+
+
+def test_max_side_returns_input_size():
+    torch.manual_seed(0)
+    model = MemFlowNet(CPU_SMALL)
+    frames = [np.random.RandomState(i).randint(0, 255, (120, 200, 3), dtype=np.uint8) for i in range(2)]
+    (_, flow), = iter_flows(model, frames, StreamOptions(iters=1, max_side=64))
+    assert flow.shape == (120, 200, 2)
+
+
+def test_frame_size_change_is_an_error():
+    model = MemFlowNet(CPU_SMALL)
+    s = FlowStream(model, StreamOptions(iters=1))
+    s.push(np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(ValueError, match="size changed"):
+        s.push(np.zeros((64, 72, 3), np.uint8))
+
+
+def test_loader_accepts_wrapper_and_module_prefix(tmp_path, conformance_dir):
+    state = read_state_dict(conformance_dir / "memflow_est_seed0.pth")
+    wrapped = {"model": {f"module.{k}": v for k, v in state.items()}, "optimizer": {}, "steps": torch.tensor(3)}
+    path = tmp_path / "wrapped.pth"
+    torch.save(wrapped, path)
+    w = load_weights(str(path), preset="sintel")
+    for k, v in w.model.state_dict().items():
+        assert torch.equal(v, state[k])
+
+
+def test_loader_lists_missing_unexpected_and_misshaped(tmp_path, conformance_dir):
+    state = read_state_dict(conformance_dir / "memflow_est_seed0.pth")
+    state.pop("update_block.aggregator.gamma")
+    state["extra.weight"] = torch.zeros(1)
+    state["att.to_qk.weight"] = torch.zeros(3, 3, 1, 1)
+    model = MemFlowNet(OFFICIAL)
+    with pytest.raises(CheckpointError) as err:
+        load_into(model, state, "bad.pth")
+    msg = str(err.value)
+    assert "missing: update_block.aggregator.gamma" in msg
+    assert "unexpected: extra.weight" in msg
+    assert "mis-shaped: att.to_qk.weight (3, 3, 1, 1)" in msg
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+        return (os.system, ("echo pwned > /tmp/flowcli_pwned",))
+
+
+def test_crafted_pickle_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as fh:
+        pickle.dump({"model": {"x": _RunsCode()}}, fh)
+    marker = "/tmp/flowcli_pwned"
+    import os
+    if os.path.exists(marker):
+        os.remove(marker)
+    with pytest.raises(CheckpointError, match="refused"):
+        read_state_dict(path)
+    assert not os.path.exists(marker)
+
+
+def test_not_a_checkpoint(tmp_path):
+    path = tmp_path / "x.pth"
+    path.write_text("hello")
+    with pytest.raises(CheckpointError):
+        read_state_dict(path)
+    with pytest.raises(CheckpointError, match="no such"):
+        read_state_dict(tmp_path / "missing.pth")
+
+
+def test_safetensors_round_trip(tmp_path):
+    torch.manual_seed(1)
+    model = MemFlowNet(CPU_SMALL)
+    path = save_safetensors(tmp_path / "m.safetensors", model, iters=7, extra={"step": 12})
+    loaded, meta = model_from_safetensors(path)
+    assert meta["iters"] == "7" and meta["step"] == "12"
+    assert loaded.cfg == CPU_SMALL
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, loaded.state_dict()[k])
