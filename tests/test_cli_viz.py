@@ -1,0 +1,354 @@
+"""The flowcli command line: group conventions (version, help, error policy, exit codes)
+and ``flowcli viz``."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import flowcli
+from flowcli import cli as cli_mod
+from flowcli.cli import cli, main
+from flowcli.viz import flow_to_color
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWCLI_SCRIPT = REPO / ".venv" / "bin" / "flowcli"
+
+
+def write_flo(path: Path, flow: np.ndarray) -> Path:
+    """Minimal Middlebury .flo writer (tests only): tag, width, height, float32 u/v."""
+    h, w = flow.shape[:2]
+    with open(path, "wb") as fh:
+        np.array([202021.25], "<f4").tofile(fh)
+        np.array([w, h], "<i4").tofile(fh)
+        flow.astype("<f4").tofile(fh)
+    return path
+
+
+def make_flow(h: int = 40, w: int = 56, gain: float = 1.0) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.stack([(xx - w / 2) / 4 * gain, (yy - h / 2) / 4], axis=-1)
+
+
+def read_png(path: Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert img is not None, path
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def run(*args: str):
+    return CliRunner().invoke(cli, list(args))
+
+
+def assert_one_line_error(result, code: int = 1, contains: str = ""):
+    assert result.exit_code == code, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("flowcli: error: ")
+    assert contains in lines[0]
+    assert "Traceback" not in result.output
+
+
+@pytest.fixture
+def flows(tmp_path) -> Path:
+    """A folder with frame_1, frame_2, frame_10 .flo (natural order differs from sorted())."""
+    d = tmp_path / "flows"
+    d.mkdir()
+    for i, gain in ((1, 1.0), (2, 2.0), (10, 3.0)):
+        write_flo(d / f"frame_{i}.flo", make_flow(gain=gain))
+    (d / "notes.txt").write_text("not a flow")
+    return d
+
+
+# ------------------------------------------------------------------ group conventions
+
+def test_version():
+    for flag in ("--version", "-V"):
+        result = run(flag)
+        assert result.exit_code == 0
+        assert result.stdout.strip() == f"flowcli {flowcli.__version__}"
+
+
+def test_help_teaches():
+    result = run("--help")
+    assert result.exit_code == 0
+    for text in ("viz", "Examples", "--debug", "Exit codes"):
+        assert text in result.stdout
+    result = run("viz", "--help")
+    assert result.exit_code == 0
+    for text in ("--max-flow", "--normalize", "--video", "--side-by-side", "Examples", "natural order"):
+        assert text in result.stdout
+
+
+def test_exit_codes_documented():
+    assert (cli_mod.EXIT_OK, cli_mod.EXIT_FAILURE, cli_mod.EXIT_USAGE, cli_mod.EXIT_INTERRUPTED) == (0, 1, 2, 130)
+    assert "130" in cli_mod.__doc__
+
+
+def test_usage_errors_exit_2(tmp_path, flows):
+    out = str(tmp_path / "out")
+    for args in (["viz", str(flows), "-o", out, "--bogus"],
+                 ["viz", str(flows), "-o", out, "--normalize", "sometimes"],
+                 ["viz", str(flows), "-o", out, "--normalize", "fixed"],
+                 ["viz", str(flows), "-o", out, "--max-flow", "5", "--normalize", "sequence"],
+                 ["viz", str(flows), "-o", out, "--max-flow", "-1"],
+                 ["viz", str(flows), "-o", out, "--side-by-side"],
+                 ["viz", str(flows), "-o", str(tmp_path / "x.png")],
+                 ["viz", str(flows), "-o", str(tmp_path / "x.mp4")],
+                 ["viz", str(flows)],
+                 ["nosuchcommand"]):
+        result = run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_input_one_line_exit_1(tmp_path):
+    result = run("viz", str(tmp_path / "nope.flo"), "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, 1, "nope.flo: no such file or folder")
+    result = run("viz", str(tmp_path / "*.flo"), "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, 1, "no flow files match")
+
+
+def test_debug_shows_traceback(tmp_path):
+    result = run("--debug", "viz", str(tmp_path / "nope.flo"), "-o", str(tmp_path / "out"))
+    assert result.exit_code == 1
+    assert "Traceback" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("flowcli: error: ")
+
+
+def test_keyboard_interrupt_130_and_oserror_1(tmp_path, flows, monkeypatch):
+    import flowcli.viz
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowcli.viz, "render", interrupted)
+    result = run("viz", str(flows), "-o", str(tmp_path / "a"))
+    assert_one_line_error(result, 130, "interrupted")
+
+    def disk_full(*a, **k):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "out/frame_1.png")
+
+    monkeypatch.setattr(flowcli.viz, "render", disk_full)
+    result = run("viz", str(flows), "-o", str(tmp_path / "b"))
+    assert_one_line_error(result, 1, "out/frame_1.png: No space left on device")
+
+    def bug(*a, **k):
+        raise ZeroDivisionError("oops")
+
+    monkeypatch.setattr(flowcli.viz, "render", bug)
+    result = run("viz", str(flows), "-o", str(tmp_path / "c"))
+    assert_one_line_error(result, 1, "internal error: ZeroDivisionError: oops")
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in "abc")
+
+
+def test_helpers(capsys):
+    cli_mod.emit_json({"p": Path("a/b"), "x": np.float32(1.5), "n": float("nan"), "a": np.arange(2)})
+    assert json.loads(capsys.readouterr().out) == {"p": "a/b", "x": 1.5, "n": None, "a": [0, 1]}
+    bar = cli_mod.progress(range(3), desc="t", quiet=True)
+    assert list(bar) == [0, 1, 2] and bar.disable
+    names = ["f10.flo", "f2.flo", "F1.flo"]
+    assert sorted(names, key=cli_mod.natural_key) == ["F1.flo", "f2.flo", "f10.flo"]
+    assert main(["--version"]) == 0
+    assert main(["viz"]) == 2
+
+
+# ------------------------------------------------------------------ viz
+
+def test_viz_single_file_to_png(tmp_path):
+    flow = make_flow()
+    flow[:3, :3] = np.nan
+    src = write_flo(tmp_path / "a.flo", flow)
+    out = tmp_path / "a.png"
+    result = run("viz", str(src), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    img = read_png(out)
+    assert img.shape == (40, 56, 3)
+    assert np.array_equal(img, flow_to_color(flow))
+    assert (img[:3, :3] == 0).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.flo", "a.png"]   # no temp left
+
+
+def test_viz_folder_json_natural_order(tmp_path, flows):
+    out = tmp_path / "out"
+    result = run("viz", str(flows), "-o", str(out), "--json", "--legend")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["count"] == 3 and summary["normalize"] == "frame"
+    assert [Path(p).name for p in summary["outputs"]] == ["frame_1.png", "frame_2.png", "frame_10.png"]
+    assert [Path(r["input"]).name for r in summary["inputs"]] == ["frame_1.flo", "frame_2.flo", "frame_10.flo"]
+    assert sorted(p.name for p in out.iterdir()) == ["frame_1.png", "frame_10.png", "frame_2.png"]
+    assert read_png(out / "frame_10.png").shape == (40, 56, 3)
+
+
+def test_viz_glob_and_sequence_normalisation(tmp_path, flows):
+    frame_out, seq_out = tmp_path / "frame", tmp_path / "seq"
+    assert run("viz", str(flows / "frame_*.flo"), "-o", str(frame_out), "-q").exit_code == 0
+    result = run("viz", str(flows / "frame_*.flo"), "-o", str(seq_out), "--normalize", "sequence", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    biggest = max(r["max_magnitude"] for r in summary["inputs"])
+    assert summary["max_flow"] == pytest.approx(biggest, abs=1e-3)
+    # the flow with the largest vectors looks the same; the smallest is paler with one scale
+    assert np.abs(read_png(seq_out / "frame_10.png").astype(int) - read_png(frame_out / "frame_10.png")).max() <= 1
+    assert read_png(seq_out / "frame_1.png").mean() > read_png(frame_out / "frame_1.png").mean() + 5
+    fixed = tmp_path / "fixed"
+    assert run("viz", str(flows), "-o", str(fixed), "--max-flow", "2.5").exit_code == 0
+    expected = flow_to_color(make_flow(gain=2.0), max_flow=2.5)
+    assert np.array_equal(read_png(fixed / "frame_2.png"), expected)
+
+
+def test_viz_overwrite_refused(tmp_path, flows):
+    out = tmp_path / "out"
+    assert run("viz", str(flows), "-o", str(out)).exit_code == 0
+    before = (out / "frame_1.png").read_bytes()
+    (out / "frame_2.png").unlink()
+    result = run("viz", str(flows), "-o", str(out), "--max-flow", "1")
+    assert_one_line_error(result, 1, "already exists (use --overwrite")
+    assert not (out / "frame_2.png").exists()           # refused before writing anything
+    assert (out / "frame_1.png").read_bytes() == before
+    result = run("viz", str(flows), "-o", str(out), "--max-flow", "1", "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "frame_1.png").read_bytes() != before
+    assert sorted(p.name for p in out.iterdir()) == ["frame_1.png", "frame_10.png", "frame_2.png"]
+
+
+def test_viz_all_or_nothing(tmp_path, flows):
+    (flows / "frame_11.flo").write_bytes(b"PIEH garbage")     # corrupt, rendered last
+    out = tmp_path / "out"
+    result = run("viz", str(flows), "-o", str(out))
+    assert_one_line_error(result, 1, "frame_11.flo")
+    assert not out.exists()                               # not even the new empty folder
+    video = tmp_path / "new" / "v.mp4"
+    result = run("viz", str(flows), "-o", str(video), "--video")
+    assert_one_line_error(result, 1, "frame_11.flo")
+    assert not (tmp_path / "new").exists()
+
+
+def test_viz_name_clash_and_own_input(tmp_path):
+    from flowcli.flowio import write_flow
+
+    flow = make_flow()
+    src = write_flo(tmp_path / "a.flo", flow)
+    np.save(tmp_path / "b.npy", flow)
+    result = run("viz", str(src), str(tmp_path / "b.npy"), "-o", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a.png", "b.png"]
+    (tmp_path / "x").mkdir()
+    write_flo(tmp_path / "x" / "a.flo", flow)
+    result = run("viz", str(src), str(tmp_path / "x" / "a.flo"), "-o", str(tmp_path / "o2"))
+    assert_one_line_error(result, 1, "would both be written")
+    kitti = write_flow(tmp_path / "k" / "f.png", flow)   # KITTI input named like its output
+    before = kitti.read_bytes()
+    result = run("viz", str(tmp_path / "k"), "-o", str(tmp_path / "k"), "--overwrite")
+    assert_one_line_error(result, 1, "is one of the inputs")
+    assert kitti.read_bytes() == before
+
+
+def test_viz_image_folder_arrows_side_by_side(tmp_path, flows):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(4):                                   # one extra frame is fine
+        cv2.imwrite(str(frames / f"img_{i:03d}.png"), np.full((80, 112, 3), 60 * i, np.uint8))
+    out = tmp_path / "out"
+    result = run("viz", str(flows), "-o", str(out), "--image", str(frames), "--arrows",
+                 "--side-by-side", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [Path(r["image"]).name for r in summary["inputs"]] == ["img_000.png", "img_001.png", "img_002.png"]
+    img = read_png(out / "frame_2.png")
+    assert img.shape == (40, 112, 3)                     # frame resized to the flow, then two panels
+    assert np.array_equal(img[:, 56:], flow_to_color(make_flow(gain=2.0)))
+    # too few frames
+    result = run("viz", str(flows), "-o", str(tmp_path / "o2"), "--image", str(frames / "img_000.png"),
+                 "--arrows")
+    assert result.exit_code == 0
+    (frames / "img_003.png").unlink()
+    (frames / "img_002.png").unlink()
+    result = run("viz", str(flows), "-o", str(tmp_path / "o3"), "--image", str(frames), "--arrows")
+    assert_one_line_error(result, 1, "2 image(s) for 3 flow file(s)")
+
+
+def test_viz_video(tmp_path, flows):
+    import av
+
+    out = tmp_path / "flows.mp4"
+    result = run("viz", str(flows), "-o", str(out), "--video", "--fps", "5", "--normalize",
+                 "sequence", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 3 and summary["video"] == str(out)
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        assert float(stream.average_rate) == pytest.approx(5)
+    assert len(frames) == 3 and frames[0].shape == (40, 56, 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["flows", "flows.mp4"]
+    result = run("viz", str(flows), "-o", str(out), "--video")
+    assert_one_line_error(result, 1, "already exists")
+    assert run("viz", str(flows), "-o", str(tmp_path / "v.avi"), "--video").exit_code == 2
+
+
+# ------------------------------------------------------------------ real processes
+
+def test_console_script_subprocess(tmp_path):
+    assert FLOWCLI_SCRIPT.exists(), "run `make install` (pip install -e .) first"
+    src = write_flo(tmp_path / "a.flo", make_flow())
+    out = tmp_path / "viz" / "a.png"
+    env = {**os.environ, "FLOWCLI_DEBUG": ""}
+    proc = subprocess.run([str(FLOWCLI_SCRIPT), "viz", str(src), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert read_png(out).shape == (40, 56, 3)
+    proc = subprocess.run([str(FLOWCLI_SCRIPT), "viz", str(src), "-o", str(out)],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        f"flowcli: error: {out}: already exists (use --overwrite to replace it)"]
+    proc = subprocess.run([sys.executable, "-m", "flowcli", "--version"],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"flowcli {flowcli.__version__}"
+
+
+# ------------------------------------------------------------------ real ground truth
+
+def test_viz_sintel_gt(shared_data, tmp_path):
+    from flowcli.flowio import read_flow
+
+    src = shared_data / "sintel/training/flow/alley_1/frame_0002.flo"
+    out = tmp_path / "sintel.png"
+    result = run("viz", str(src), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    img = read_png(out)
+    assert img.shape == (436, 1024, 3)
+    assert np.array_equal(img, flow_to_color(read_flow(src)))
+    assert (img.max(axis=2) > 0).all()                    # dense GT: no black pixel
+
+
+def test_viz_kitti_sparse_gt(shared_data, tmp_path):
+    from flowcli.flowio import read_flow
+
+    src = shared_data / "kitti2012/training/flow_noc/000045_10.png"
+    frame = shared_data / "kitti2012/training/colored_0/000045_10.png"
+    out = tmp_path / "out"
+    result = run("viz", str(src), "-o", str(out), "--image", str(frame), "--side-by-side",
+                 "--arrows", "--legend")
+    assert result.exit_code == 0, result.output
+    flow = read_flow(src)
+    invalid = np.isnan(flow).any(axis=2)
+    assert 0.6 < invalid.mean() < 0.9                     # ~22 % valid
+    img = read_png(out / "000045_10.png")
+    h, w = flow.shape[:2]
+    assert img.shape == (h, 2 * w, 3)
+    right = img[:, w:]
+    assert (right[invalid & (np.arange(w)[None, :] < w - 200)] == 0).all()   # black (legend aside)
+    assert (right[~invalid].max(axis=1) > 0).mean() > 0.99
