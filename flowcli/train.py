@@ -95,7 +95,7 @@ def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int) -> list[li
 def _dataset(cfg: TrainConfig, seed: int):
     from .synth import ClipParams, SynthClipDataset
     params = ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames)
-    return SynthClipDataset(params, base_seed=seed)
+    return SynthClipDataset(length=10_000_000, base_seed=seed, params=params)
 
 
 @torch.no_grad()
@@ -122,11 +122,13 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start = 0
+    start, seconds_before, samples = 0, 0.0, 0
     if resume or init:
         model, meta = model_from_safetensors(resume or init)
         if resume:
             start = int(meta.get("step", 0))
+            seconds_before = float(meta.get("train_seconds", 0.0))
+            samples = int(meta.get("samples", 0))
     else:
         torch.manual_seed(cfg.seed)
         model = MemFlowNet(ModelConfig.from_dict(cfg.model))
@@ -139,7 +141,6 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     log = open(out / "log.jsonl", "a")
     latest = out / "latest.safetensors"
     step, t0 = start, time.time()
-    samples = 0
     data_iter = iter(loader)
     while step < stop:
         batch = next(data_iter)
@@ -169,6 +170,7 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
             progress(rec)
         if step % cfg.save_every == 0 or step == stop:
             save_safetensors(latest, model, iters=cfg.infer_iters,
-                             extra={"step": step, "train": json.dumps(asdict(cfg)), "samples": samples})
+                             extra={"step": step, "train": json.dumps(asdict(cfg)), "samples": samples,
+                                    "train_seconds": round(seconds_before + time.time() - t0, 1)})
     log.close()
     return latest
