@@ -440,6 +440,9 @@ are darkened).""")
               help="Draw flow arrows (over --image if given, else over the colour image).")
 @click.option("--arrow-step", type=click.IntRange(min=2), default=16, show_default=True,
               metavar="PIXELS", help="Spacing of the arrow grid.")
+@click.option("--arrow-scale", type=click.FloatRange(min=0, min_open=True), metavar="FACTOR",
+              help="Arrow length = FACTOR x flow (1 = true displacement). Default: the "
+                   "longest vector spans one grid step.")
 @click.option("--legend", is_flag=True, help="Add a colour-wheel legend in the top-right corner.")
 @click.option("--side-by-side", is_flag=True,
               help="Source frame (needs --image) on the left, flow colours on the right.")
@@ -450,8 +453,8 @@ are darkened).""")
 @quiet_option
 @json_option
 def viz(flows: tuple[str, ...], out: Path, max_flow: float | None, normalize: str | None,
-        image: Path | None, arrows: bool, arrow_step: int, legend: bool, side_by_side: bool,
-        video: bool, fps: float, overwrite: bool, quiet: bool, as_json: bool) -> None:
+        image: Path | None, arrows: bool, arrow_step: int, arrow_scale: float | None,
+        legend: bool, side_by_side: bool, video: bool, fps: float, overwrite: bool, quiet: bool, as_json: bool) -> None:
     """Render flow files as colour images (PNG) or as a video (MP4).
 
     FLOW is a flow file (.flo, KITTI .png, .npy, .pfm), a folder (all its flow
@@ -509,7 +512,7 @@ def viz(flows: tuple[str, ...], out: Path, max_flow: float | None, normalize: st
             flow = read_flow(p)
             src = _read_image(frames[i]) if frames is not None else None
             img = render(flow, max_flow=scale_value, source=src, arrows=arrows, legend=legend,
-                         side_by_side=side_by_side, arrow_step=arrow_step)
+                         side_by_side=side_by_side, arrow_step=arrow_step, arrow_scale=arrow_scale)
             rec = {"input": str(p), "width": int(flow.shape[1]), "height": int(flow.shape[0]),
                    "max_magnitude": round(max_magnitude(flow), 4)}
             if frames is not None:

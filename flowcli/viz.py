@@ -280,18 +280,20 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float = 1.0,
+def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float | None = 1.0,
                 color: tuple[int, int, int] | None = None, thickness: int = 1,
-                max_flow: float | None = None, min_length: float = 0.5) -> np.ndarray:
+                max_flow: float | None = None, min_length: float = 3.0) -> np.ndarray:
     """Return a copy of ``image`` with one flow arrow every ``step`` pixels.
 
     Arrows start at the centre of each ``step x step`` cell and end at
-    ``start + scale * (u, v)``. Unknown pixels and vectors shorter than
-    ``min_length`` pixels (after scaling) get no arrow. ``color=None`` colours
-    each arrow with its colour-wheel colour (normalised like ``flow_to_color``
-    with the same ``max_flow``) over a dark outline, so the legend applies;
-    otherwise a fixed RGB colour is used. ``image`` and ``flow`` must have the
-    same height and width.
+    ``start + scale * (u, v)``: ``scale=1.0`` draws the true displacement,
+    ``scale=None`` scales so that the longest vector (or ``max_flow`` if given,
+    so a sequence keeps one arrow scale) spans one grid step. Unknown pixels and
+    arrows shorter than ``min_length`` pixels get no arrow. ``color=None``
+    colours each arrow with its colour-wheel colour (normalised like
+    ``flow_to_color`` with the same ``max_flow``, so the legend applies) over a
+    dark outline; otherwise every arrow has the given RGB colour. ``image`` and
+    ``flow`` must have the same height and width.
     """
     out = np.ascontiguousarray(_as_rgb(image).copy())
     flow = _check_flow(flow)
@@ -308,8 +310,13 @@ def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float = 1.0,
         return out
     grid = flow[np.ix_(ys, xs)]
     known = ~unknown_mask(grid)
+    if not known.any():
+        return out
+    if scale is None:
+        reference = float(max_flow) if max_flow is not None else max_magnitude(flow)
+        scale = step / reference if reference > 0 else 1.0
     if color is None:
-        colors = flow_to_color(flow, max_flow=max_flow)[np.ix_(ys, xs)] if known.any() else None
+        colors = flow_to_color(flow, max_flow=max_flow)[np.ix_(ys, xs)]
     thick = max(1, int(thickness))
     for iy, y in enumerate(ys):
         for ix, x in enumerate(xs):
@@ -319,15 +326,15 @@ def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float = 1.0,
             length = (du * du + dv * dv) ** 0.5
             if length < min_length:
                 continue
+            start = (int(x), int(y))
             end = (int(round(x + du)), int(round(y + dv)))
-            tip = min(0.5, max(4.0, 2.0 * thick) / length)
+            tip = min(0.5, (3.0 + 2.0 * thick) / length)
             if color is None:
                 c = tuple(int(k) for k in colors[iy, ix])
-                cv2.arrowedLine(out, (int(x), int(y)), end, (20, 20, 20), thick + 2,
-                                cv2.LINE_AA, tipLength=tip)
+                cv2.arrowedLine(out, start, end, (16, 16, 16), thick + 2, cv2.LINE_AA, tipLength=tip)
             else:
                 c = tuple(int(k) for k in color)
-            cv2.arrowedLine(out, (int(x), int(y)), end, c, thick, cv2.LINE_AA, tipLength=tip)
+            cv2.arrowedLine(out, start, end, c, thick, cv2.LINE_AA, tipLength=tip)
     return out
 
 
@@ -351,12 +358,14 @@ _side_by_side = side_by_side  # ``render`` has a keyword argument with the same 
 
 def render(flow, *, max_flow: float | None = None, source: np.ndarray | None = None,
            arrows: bool = False, legend: bool = False, side_by_side: bool = False,
-           arrow_step: int = 16) -> np.ndarray:
+           arrow_step: int = 16, arrow_scale: float | None = None) -> np.ndarray:
     """Render one flow as a uint8 RGB image.
 
     * default: the colour-coded flow, of the flow's own size;
-    * ``arrows``: arrows drawn over ``source`` (the first frame of the pair) if
-      given, else over the colour image;
+    * ``arrows``: arrows every ``arrow_step`` pixels, drawn in colour-wheel
+      colours over ``source`` (the first frame of the pair) if given, else in
+      black over the colour image; ``arrow_scale`` as ``scale`` in
+      :func:`draw_arrows` (default ``None``: the longest arrow spans one step);
     * ``side_by_side`` (needs ``source``): ``source`` (with arrows if asked) on the
       left, the colour image on the right;
     * ``legend``: a colour-wheel legend in the top-right corner of the panel that
@@ -376,12 +385,16 @@ def render(flow, *, max_flow: float | None = None, source: np.ndarray | None = N
             source = cv2.resize(source, (w, h), interpolation=interp)
     color = flow_to_color(flow, max_flow=max_flow)
     if side_by_side:
-        left = draw_arrows(source, flow, step=arrow_step, max_flow=max_flow) if arrows else source
+        left = (draw_arrows(source, flow, step=arrow_step, scale=arrow_scale, max_flow=max_flow)
+                if arrows else source)
         right = paste_legend(color) if legend else color
         return _side_by_side(left, right)
     if arrows:
-        base = source if source is not None else color
-        out = draw_arrows(base, flow, step=arrow_step, max_flow=max_flow)
+        if source is not None:
+            out = draw_arrows(source, flow, step=arrow_step, scale=arrow_scale, max_flow=max_flow)
+        else:
+            out = draw_arrows(color, flow, step=arrow_step, scale=arrow_scale, max_flow=max_flow,
+                              color=(0, 0, 0))
     else:
         out = color
     return paste_legend(out) if legend else out

@@ -261,7 +261,7 @@ def test_viz_image_folder_arrows_side_by_side(tmp_path, flows):
         cv2.imwrite(str(frames / f"img_{i:03d}.png"), np.full((80, 112, 3), 60 * i, np.uint8))
     out = tmp_path / "out"
     result = run("viz", str(flows), "-o", str(out), "--image", str(frames), "--arrows",
-                 "--side-by-side", "--json")
+                 "--side-by-side", "--json", "--arrow-step", "8", "--arrow-scale", "1")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert [Path(r["image"]).name for r in summary["inputs"]] == ["img_000.png", "img_001.png", "img_002.png"]

@@ -172,6 +172,16 @@ def test_draw_arrows():
     # unknown or zero vectors get no arrow
     assert np.array_equal(viz.draw_arrows(img, np.full_like(flow, np.nan)), img)
     assert np.array_equal(viz.draw_arrows(img, np.zeros_like(flow)), img)
+    # scale=None: the longest vector spans one grid step, whatever its length
+    far = np.zeros((64, 96, 2), np.float32)
+    far[..., 0] = 500.0
+    auto = viz.draw_arrows(img, far, step=16, scale=None, color=(255, 0, 0))
+    cols = np.nonzero(((auto == (255, 0, 0)).all(axis=2)).any(axis=0))[0]
+    assert cols.min() >= 7 and cols.max() <= 96 - 8 + 17
+    short = np.zeros((64, 96, 2), np.float32)
+    short[..., 1] = 2.0                                  # below min_length (3 px) at scale 1
+    assert np.array_equal(viz.draw_arrows(img, short), img)
+    assert not np.array_equal(viz.draw_arrows(img, short, scale=None), img)
     grey = viz.draw_arrows(img[..., 0], flow)            # greyscale source accepted
     assert grey.shape == (64, 96, 3)
     with pytest.raises(ValueError):
