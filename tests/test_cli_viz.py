@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import cv2
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 import flowcli
 from flowcli import cli as cli_mod
 from flowcli.cli import cli, main
+from flowcli.errors import InputError
 from flowcli.viz import flow_to_color
 
 REPO = Path(__file__).resolve().parents[1]
@@ -352,3 +354,28 @@ def test_viz_kitti_sparse_gt(shared_data, tmp_path):
     right = img[:, w:]
     assert (right[invalid & (np.arange(w)[None, :] < w - 200)] == 0).all()   # black (legend aside)
     assert (right[~invalid].max(axis=1) > 0).mean() > 0.99
+
+
+# ------------------------------------------------------------------ adding a command
+
+@click.command("hello")
+@cli_mod.quiet_option
+@cli_mod.json_option
+@click.option("--fail", is_flag=True)
+def _hello_cmd(quiet, as_json, fail):
+    """Say hello (test command registered through LAZY_COMMANDS)."""
+    if fail:
+        raise InputError("bad input\nsecond line")
+    cli_mod.status("hello", quiet)
+    if as_json:
+        cli_mod.emit_json({"hello": True})
+
+
+def test_lazy_command_gets_error_policy(monkeypatch):
+    monkeypatch.setitem(cli_mod.LAZY_COMMANDS, "hello", f"{__name__}:_hello_cmd")
+    assert "hello" in run("--help").stdout
+    result = run("hello", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == {"hello": True}
+    assert result.stderr == "flowcli: hello\n"
+    assert run("hello", "-q").stderr == ""
+    assert_one_line_error(run("hello", "--fail"), 1, "bad input second line")
