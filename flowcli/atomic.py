@@ -14,6 +14,16 @@ from typing import Iterator
 from .errors import OutputExistsError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; outputs should get the usual mode (0666 & ~umask), like open() would.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     """Raise OutputExistsError if ``path`` exists and ``overwrite`` is false."""
     path = Path(path)
@@ -35,6 +45,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, _FILE_MODE)
     try:
         yield tmp
         if not overwrite and path.exists():
