@@ -52,9 +52,10 @@ def apply_h(m: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np
 def sample_speed(rng: np.random.Generator, max_speed: float, exponent: float) -> float:
     """Heavy-tailed speed in ``[0, max_speed]``: ``max_speed * U**exponent``.
 
-    The density falls off as ``speed**(1/exponent - 1)``: with exponent 2.5 about
-    a quarter of draws are sub-pixel and a quarter above ``max_speed / 2**2.5``
-    ... up to ``max_speed`` (so at 1024 px wide, >100 px/frame occurs).
+    ``P(speed < s) = (s / max_speed)**(1/exponent)``, a density falling off as
+    ``speed**(1/exponent - 1)``. With exponent 2.5 and max_speed 40: 23% of
+    draws are below 1 px, 9% below 0.1 px, the median is 7 px and 24% exceed
+    20 px; with max_speed 128 (1024 px wide) 9% exceed 100 px/frame.
     """
     return float(max_speed * rng.random() ** exponent)
 
