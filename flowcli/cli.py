@@ -67,7 +67,9 @@ EXIT_CODES = {
 }
 
 #: Commands defined in other modules: name -> "module:attribute" (imported on use).
-LAZY_COMMANDS: dict[str, str] = {}
+LAZY_COMMANDS: dict[str, str] = {
+    "estimate": "flowcli.cmd_estimate:estimate",
+}
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 

@@ -1,0 +1,153 @@
+"""``flowcli estimate``: a video (or image folder, or stdin) to dense flow files."""
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import click
+
+from .cli import emit_json, json_option, overwrite_option, progress, quiet_option, status
+
+EPILOG = """\b
+Examples:
+  flowcli estimate clip.mp4 -o flow/                    # flow/000000.flo, 000001.flo, ...
+  flowcli estimate frames/ -o out/ --format flo --format png --video
+  flowcli estimate clip.mp4 -o out/ --max-side 512 --iters 8     # faster, smaller run size
+  ffmpeg -i x.mp4 -f rawvideo -pix_fmt rgb24 - | flowcli estimate - --size 640x360 -o out/
+  flowcli estimate frames/ -o out/ --weights MemFlowNet_sintel.pth --preset sintel
+
+\b
+Output names: the pair (frame i -> next frame) is written as i, 6 digits:
+000000.flo (flo), 000000.png (kitti: KITTI 16-bit), 000000.npy (npy),
+color/000000.png (png: colour visualisation), flow.mp4 (--video).
+OUTDIR/flowcli.json records input, weights (sha256), options and timings.
+Rerunning the same command resumes: pairs already written are skipped.
+"""
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 640x360", param_hint="--size") from None
+    if w <= 0 or h <= 0:
+        raise click.BadParameter("width and height must be positive", param_hint="--size")
+    return w, h
+
+
+def stream_options(f):
+    """Options shared by estimate and predict-next (frame selection, weights, engine)."""
+    opts = [
+        click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+                     help="Output folder (created if missing)."),
+        click.option("--weights", metavar="NAME|PATH",
+                     help="Shipped or official weights name, or a .pth/.safetensors path "
+                          "(default: the weights shipped with flowcli; see `flowcli weights list`)."),
+        click.option("--preset", help="Official settings for a .pth checkpoint: things, sintel, kitti, spring "
+                                      "(default things)."),
+        click.option("--iters", type=click.IntRange(1, 100),
+                     help="Refinement iterations (default: the weights' own, 15 for official presets). "
+                          "Fewer is faster and a little less accurate."),
+        click.option("--warm-start/--no-warm-start", default=False, show_default=True,
+                     help="Start each pair from the previous pair's flow, forward-splatted (official: off)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
+                     show_default=True, help="Where to run. GPU paths are untested in this project (no GPU)."),
+        click.option("--max-side", type=click.IntRange(8, None),
+                     help="Run the network with the longer side at most this many pixels; flow is returned "
+                          "at input size with vectors rescaled."),
+        click.option("--scale", type=click.FloatRange(0.05, 4.0),
+                     help="Run the network at this scale of the input (alternative to --max-side)."),
+        click.option("--start", type=click.IntRange(0, None), default=0, show_default=True,
+                     help="First frame index to use."),
+        click.option("--end", type=click.IntRange(1, None), help="Stop before this frame index."),
+        click.option("--step", type=click.IntRange(1, None), default=1, show_default=True,
+                     help="Use every STEP-th frame (pairs are then STEP frames apart)."),
+        click.option("--size", "size", metavar="WxH", help="Frame size of raw rgb24 frames on stdin (INPUT '-')."),
+        click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch (default: all cores)."),
+        click.option("--max-flow", type=click.FloatRange(0, None, min_open=True),
+                     help="Fixed colour scale (px) for png/--video (default: per frame for png, "
+                          "running maximum for the video)."),
+        overwrite_option, quiet_option, json_option,
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def open_job_source(input_spec: str, size: str | None, start: int, end: int | None, step: int):
+    from .errors import InputError
+    from .sources import open_source
+    parsed = parse_size(size)
+    if input_spec == "-" and parsed is None:
+        raise click.UsageError("reading frames from stdin ('-') needs --size WxH")
+    if input_spec != "-" and parsed is not None:
+        raise click.UsageError("--size is only for raw frames on stdin (INPUT '-')")
+    if end is not None and end <= start:
+        raise InputError(f"--end {end} must be greater than --start {start}")
+    return open_source(input_spec, size=parsed, start=start, end=end, step=step)
+
+
+def prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start, kind="estimate"):
+    import torch
+
+    from .engine import StreamOptions, pick_device
+    from .weights import load_weights
+    if max_side is not None and scale is not None:
+        raise click.UsageError("give --max-side or --scale, not both")
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        dev = pick_device(device)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    loaded = load_weights(weights, preset=preset, kind=kind, device=dev)
+    options = StreamOptions(iters=iters or loaded.iters, warm_start=warm_start, max_side=max_side, scale=scale)
+    return loaded, options, dev
+
+
+@click.command("estimate", epilog=EPILOG)
+@click.argument("input_spec", metavar="INPUT")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
+              help="Output format, repeatable (default flo).")
+@click.option("--video", is_flag=True, help="Also write OUTDIR/flow.mp4, the colour visualisation.")
+@stream_options
+def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_start, device, max_side, scale,
+             start, end, step, size, threads, max_flow, overwrite, quiet, as_json):
+    """Estimate dense optical flow between consecutive frames of INPUT.
+
+    INPUT is a video file (mp4, avi, mov, mkv, webm), a folder of images
+    (natural order), or '-' for raw rgb24 frames on stdin with --size. Frames
+    are streamed: memory use does not depend on the video's length. The MemFlow
+    key/value memory is carried from pair to pair.
+    """
+    from .pipeline import EstimateJob, run_estimate, write_report
+    import torch
+
+    if not formats and not video:
+        formats = ("flo",)
+    source = open_job_source(input_spec, size, start, end, step)
+    loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start)
+    job = EstimateJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, overwrite=overwrite,
+                      max_flow=max_flow, options=options)
+    weights_info = {"name": loaded.name, "path": loaded.path, "sha256": loaded.sha256, "preset": loaded.preset}
+    total = source.frame_count - 1 if source.frame_count else None
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with source, progress(total=total, desc="estimate", quiet=quiet, unit="pair") as bar:
+        report = run_estimate(loaded.model, job, source, weights_info=weights_info, start=start, step=step,
+                              device=dev, on_pair=lambda i: bar.update(1))
+    record = {
+        "command": "estimate", "input": source.name, "output": str(out_dir), "started": started,
+        "weights": weights_info, "iters": options.iters, "warm_start": options.warm_start,
+        "max_side": options.max_side, "scale": options.scale, "start": start, "end": end, "step": step,
+        "formats": list(job.formats), "video": video, "device": str(dev), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
+    }
+    write_report(out_dir, record)
+    if as_json:
+        emit_json(record)
+    else:
+        status(f"{report.pairs} pairs ({report.written} files written, {report.skipped} skipped) in "
+               f"{report.seconds:.1f} s -> {out_dir}", quiet)

@@ -1,0 +1,243 @@
+"""The estimate job: frame source -> FlowStream -> output files, resumable.
+
+Outputs for the pair (frame i -> next selected frame) are named by i, zero
+padded to 6 digits: ``000000.flo``. Formats:
+
+=========  =========================  ==========================================
+format     file                       content
+=========  =========================  ==========================================
+flo        ``000000.flo``             Middlebury float flow
+kitti      ``000000.png``             KITTI 16-bit PNG (u, v, valid)
+npy        ``000000.npy``             NumPy (H, W, 2) float32
+png        ``color/000000.png``       colour-wheel visualisation (8-bit RGB)
+=========  =========================  ==========================================
+
+``--video`` adds ``flow.mp4`` (the visualisation, at the source fps).
+``flowcli.json`` records input, weights (name, sha256), options and timings.
+
+Resume: after each pair its outputs are written (atomically) and then the
+engine state (memory, last low-res flow) is saved to ``.flowcli-resume.safetensors``.
+A rerun skips the pairs already written and restarts the engine from that
+state, so results equal an uninterrupted run. Without a usable state file the
+pairs before the first missing one are recomputed (not rewritten).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .atomic import atomic_path
+from .engine import FlowStream, StreamOptions
+from .errors import FlowcliError, InputError, OutputExistsError
+from .flowio import write_flow
+
+FORMAT_FILES = {"flo": "{i:06d}.flo", "kitti": "{i:06d}.png", "npy": "{i:06d}.npy", "png": "color/{i:06d}.png"}
+STATE_FILE = ".flowcli-resume.safetensors"
+REPORT_FILE = "flowcli.json"
+VIDEO_FILE = "flow.mp4"
+
+
+@dataclass
+class EstimateJob:
+    out_dir: Path
+    formats: tuple[str, ...] = ("flo",)
+    video: bool = False
+    overwrite: bool = False
+    max_flow: float | None = None        # fixed colour normalisation for png / video
+    options: StreamOptions = field(default_factory=StreamOptions)
+
+    def paths(self, index: int) -> dict[str, Path]:
+        return {f: self.out_dir / FORMAT_FILES[f].format(i=index) for f in self.formats}
+
+
+@dataclass
+class JobReport:
+    pairs: int = 0
+    written: int = 0
+    skipped: int = 0
+    recomputed: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    resumed_from_state: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["seconds_per_pair"] = self.model_seconds / max(1, self.pairs - self.skipped)
+        return d
+
+
+def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: int, step: int) -> str:
+    o = job.options
+    return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start,
+                       "max_side": o.max_side, "scale": o.scale, "start": start, "step": step,
+                       "input": source_name}, sort_keys=True)
+
+
+def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None]:
+    """The saved engine state and the index of its last pair, if it belongs to this job."""
+    if not path.is_file():
+        return None, None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception:
+        return None, None
+    if meta.get("fingerprint") != fingerprint:
+        raise OutputExistsError(
+            f"{path.parent}: holds outputs of a run with other settings or weights; "
+            "use --overwrite to replace them or choose another output folder")
+    return tensors, int(meta["last_index"])
+
+
+def _save_state(path: Path, stream: FlowStream, fingerprint: str, last_index: int) -> None:
+    from safetensors.torch import save_file
+    tensors = {k: v.contiguous() for k, v in stream.state().items()}
+    with atomic_path(path, overwrite=True) as tmp:
+        save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint, "last_index": str(last_index)})
+
+
+class _VideoSink:
+    """Colour frames into an mp4 at the end of the job (fixed or running-max normalisation)."""
+
+    def __init__(self, path: Path, fps: float, overwrite: bool, max_flow: float | None):
+        from .video_out import Mp4Writer
+        self.writer = Mp4Writer(path, fps, overwrite=overwrite)
+        self.max_flow = max_flow
+        self.running = 0.0
+
+    def add(self, flow: np.ndarray) -> None:
+        from .viz import flow_to_color, max_magnitude
+        scale = self.max_flow
+        if scale is None:
+            self.running = max(self.running, max_magnitude(flow))
+            scale = self.running or 1.0
+        self.writer.write(flow_to_color(flow, max_flow=scale))
+
+
+def _write_pair(flow: np.ndarray, paths: dict[str, Path], overwrite: bool, max_flow: float | None) -> int:
+    written = 0
+    for fmt, path in paths.items():
+        if path.exists() and not overwrite:
+            continue  # written by an interrupted earlier run; results are deterministic
+        if fmt == "png":
+            import cv2
+
+            from .viz import flow_to_color
+            with atomic_path(path, overwrite=True) as tmp:
+                if not cv2.imwrite(str(tmp), cv2.cvtColor(flow_to_color(flow, max_flow), cv2.COLOR_RGB2BGR)):
+                    raise OSError(f"{path}: could not write PNG")
+        else:
+            write_flow(path, flow, overwrite=True, fmt=fmt)
+        written += 1
+    return written
+
+
+def _read_back(paths: dict[str, Path]) -> np.ndarray | None:
+    from .flowio import read_flow
+    for fmt in ("flo", "npy", "kitti"):
+        if fmt in paths:
+            return read_flow(paths[fmt])
+    return None
+
+
+def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: int = 0, step: int = 1,
+                 device: torch.device | str = "cpu", on_pair: Callable[[int], None] | None = None) -> JobReport:
+    """Run ``model`` over ``source`` (an iterable of Frame) writing ``job``'s outputs."""
+    out = job.out_dir
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: output path exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    if "png" in job.formats:
+        (out / "color").mkdir(exist_ok=True)
+    fingerprint = _fingerprint(weights_info.get("sha256", ""), job, getattr(source, "name", ""), start, step)
+    state_path = out / STATE_FILE
+    if job.overwrite:
+        state, resume_index = None, None
+    else:
+        state, resume_index = _load_state(state_path, fingerprint)
+    if job.video:
+        video_path = out / VIDEO_FILE
+        if video_path.exists() and not job.overwrite:
+            raise OutputExistsError(f"{video_path}: already exists (use --overwrite to replace it)")
+    # A state file is only trusted if every pair up to it is on disk (and, for --video,
+    # if those pairs can be read back to draw their video frames).
+    if job.video and not any(f in job.formats for f in ("flo", "npy", "kitti")):
+        state, resume_index = None, None
+    if resume_index is not None:
+        k = start
+        while k <= resume_index:
+            if not all(p.exists() for p in job.paths(k).values()):
+                state, resume_index = None, None
+                break
+            k += step
+
+    stream = FlowStream(model, job.options, device)
+    report = JobReport(resumed_from_state=resume_index is not None)
+    video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
+        if job.video else None
+    t_job = time.perf_counter()
+    try:
+        prev = None
+        live = False  # the stream has seen `prev` (primed or pushed)
+        for frame in source:
+            if prev is None:
+                prev = frame
+                continue
+            i = prev.index
+            paths = job.paths(i)
+            done = (not job.overwrite) and all(p.exists() for p in paths.values())
+            report.pairs += 1
+            if done and resume_index is not None and i <= resume_index:
+                report.skipped += 1
+                if video is not None:
+                    video.add(_read_back(paths))
+                if i == resume_index:
+                    stream.load_state(state)
+                    stream.prime(frame.image)
+                    live = True
+                prev = frame
+                if on_pair:
+                    on_pair(i)
+                continue
+            if not live:
+                stream.prime(prev.image)
+                live = True
+            t0 = time.perf_counter()
+            flow = stream.push(frame.image)
+            report.model_seconds += time.perf_counter() - t0
+            if done:
+                report.skipped += 1
+                report.recomputed += 1
+            else:
+                report.written += _write_pair(flow, paths, job.overwrite, job.max_flow)
+            if video is not None:
+                video.add(flow)
+            _save_state(state_path, stream, fingerprint, i)
+            prev = frame
+            if on_pair:
+                on_pair(i)
+        if video is not None:
+            video.writer.close()
+    except BaseException:
+        if video is not None:
+            video.writer.abort()
+        raise
+    report.seconds = time.perf_counter() - t_job
+    return report
+
+
+def write_report(out_dir: Path, record: dict) -> Path:
+    path = out_dir / REPORT_FILE
+    record = {"flowcli_version": __version__, **record}
+    with atomic_path(path, overwrite=True) as tmp:
+        tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return path

@@ -1,0 +1,195 @@
+"""`flowcli estimate` end to end: conformance through the CLI, resume, outputs, errors, memory."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from flowcli.cli import cli
+from flowcli.engine import FlowStream, StreamOptions
+from flowcli.flowio import read_flow
+from flowcli.model import CPU_SMALL, MemFlowNet
+from flowcli.pipeline import EstimateJob, run_estimate
+from flowcli.sources import open_source
+from flowcli.weights import save_safetensors
+
+UP_TOL = 1e-3
+BIN = Path(sys.executable).parent / "flowcli"
+
+
+def _run(args, **kw):
+    return CliRunner().invoke(cli, args, catch_exceptions=False, **kw)
+
+
+def _conf_args(conformance_dir, out, *extra):
+    return ["estimate", str(conformance_dir), "--weights", str(conformance_dir / "memflow_est_seed0.pth"),
+            "--preset", "sintel", "--iters", "4", "--format", "flo", "-o", str(out), "--quiet", *extra]
+
+
+def _flows(out: Path, n: int) -> np.ndarray:
+    return np.stack([read_flow(out / f"{i:06d}.flo").transpose(2, 0, 1) for i in range(n)])
+
+
+@pytest.fixture(scope="module")
+def vectors(conformance_dir):
+    return dict(np.load(conformance_dir / "est_vectors_seed0.npz"))
+
+
+@pytest.mark.parametrize("ws", [0, 1])
+def test_cli_reproduces_official_outputs(tmp_path, conformance_dir, vectors, ws):
+    extra = ["--warm-start"] if ws else []
+    res = _run(_conf_args(conformance_dir, tmp_path / "o", *extra))
+    assert res.exit_code == 0, res.output
+    assert np.abs(_flows(tmp_path / "o", 4) - vectors[f"ws{ws}_flow_up"]).max() <= UP_TOL
+    record = __import__("json").loads((tmp_path / "o" / "flowcli.json").read_text())
+    assert record["weights"]["sha256"].startswith("1ccc4bb00347")
+    assert record["iters"] == 4 and record["warm_start"] == bool(ws)
+
+
+def test_resume_after_partial_run_equals_full_run(tmp_path, conformance_dir, vectors):
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out, "--warm-start", "--end", "3")).exit_code == 0
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+    before = (out / "000000.flo").stat().st_mtime_ns
+    res = _run(_conf_args(conformance_dir, out, "--warm-start", "--json"))
+    assert res.exit_code == 0, res.output
+    summary = __import__("json").loads(res.output)
+    assert summary["skipped"] == 2 and summary["written"] == 2 and summary["resumed_from_state"]
+    assert (out / "000000.flo").stat().st_mtime_ns == before  # not rewritten
+    assert np.abs(_flows(out, 4) - vectors["ws1_flow_up"]).max() <= UP_TOL
+
+
+def test_interrupted_run_resumes_exactly(tmp_path, conformance_dir, vectors):
+    from flowcli.weights import load_weights
+    loaded = load_weights(str(conformance_dir / "memflow_est_seed0.pth"), preset="sintel")
+    job = EstimateJob(out_dir=tmp_path / "o", options=StreamOptions(iters=4, warm_start=True))
+    info = {"sha256": loaded.sha256}
+
+    def stop_after_two(i):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), open_source(str(conformance_dir)) as src:
+        run_estimate(loaded.model, job, src, weights_info=info, on_pair=stop_after_two)
+    assert len(list((tmp_path / "o").glob("*.flo"))) == 2
+    assert not list((tmp_path / "o").glob(".*.tmp*"))
+    with open_source(str(conformance_dir)) as src:
+        report = run_estimate(loaded.model, job, src, weights_info=info)
+    assert report.resumed_from_state and report.skipped == 2 and report.recomputed == 0
+    assert np.abs(_flows(tmp_path / "o", 4) - vectors["ws1_flow_up"]).max() <= UP_TOL
+
+
+def test_resume_without_state_recomputes_earlier_pairs(tmp_path, conformance_dir, vectors):
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out, "--warm-start")).exit_code == 0
+    for name in ("000002.flo", "000003.flo"):
+        (out / name).unlink()
+    res = _run(_conf_args(conformance_dir, out, "--warm-start", "--json"))
+    summary = __import__("json").loads(res.output)
+    assert summary["recomputed"] == 2 and summary["written"] == 2 and not summary["resumed_from_state"]
+    assert np.abs(_flows(out, 4) - vectors["ws1_flow_up"]).max() <= UP_TOL
+
+
+def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path, conformance_dir):
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out)).exit_code == 0
+    args = _conf_args(conformance_dir, out)
+    args[args.index("--iters") + 1] = "3"
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "other settings" in res.output
+    assert CliRunner().invoke(cli, args + ["--overwrite"]).exit_code == 0
+
+
+@pytest.fixture(scope="module")
+def small_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "small.safetensors"
+    save_safetensors(path, MemFlowNet(CPU_SMALL), iters=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_video(tmp_path_factory):
+    from flowcli.synth import make_demo_video
+    path = tmp_path_factory.mktemp("v") / "demo.mp4"
+    make_demo_video(path, num_frames=6, size=(96, 64))
+    return path
+
+
+def test_all_formats_and_video_from_a_real_video(tmp_path, small_weights, demo_video):
+    import imageio.v3 as iio
+    out = tmp_path / "o"
+    res = _run(["estimate", str(demo_video), "-o", str(out), "--weights", str(small_weights), "--quiet",
+                "--format", "flo", "--format", "kitti", "--format", "npy", "--format", "png", "--video"])
+    assert res.exit_code == 0, res.output
+    for i in range(5):
+        flo = read_flow(out / f"{i:06d}.flo")
+        assert flo.shape == (64, 96, 2) and np.isfinite(flo).all()
+        assert np.allclose(read_flow(out / f"{i:06d}.npy"), flo)
+        assert np.abs(read_flow(out / f"{i:06d}.png") - flo).max() <= 1 / 64
+        assert iio.imread(out / "color" / f"{i:06d}.png").shape == (64, 96, 3)
+    frames = list(iio.imiter(out / "flow.mp4", plugin="pyav"))
+    assert len(frames) == 5 and frames[0].shape[:2] == (64, 96)
+
+
+def test_stdin_raw_frames_in_a_real_subprocess(tmp_path, small_weights):
+    frames = np.random.RandomState(0).randint(0, 255, (3, 32, 48, 3), dtype=np.uint8)
+    out = tmp_path / "o"
+    proc = subprocess.run([str(BIN), "estimate", "-", "--size", "48x32", "-o", str(out), "--weights",
+                           str(small_weights), "--json"], input=frames.tobytes(), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+    bad = subprocess.run([str(BIN), "estimate", "-", "--size", "50x32", "-o", str(tmp_path / "b"), "--weights",
+                          str(small_weights)], input=frames.tobytes(), capture_output=True, timeout=300)
+    assert bad.returncode == 1
+    assert len(bad.stderr.decode().strip().splitlines()) == 1 and "divide" in bad.stderr.decode()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["estimate", "/no/such/video.mp4", "-o", "OUT"], "no such"),
+    (["estimate", "-", "-o", "OUT"], "--size"),
+])
+def test_bad_input_one_line_error(tmp_path, args, needle, small_weights):
+    args = [a.replace("OUT", str(tmp_path / "o")) for a in args] + ["--weights", str(small_weights)]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code in (1, 2) and needle in res.output
+    assert "Traceback" not in res.output
+
+
+def test_no_default_weights_message(tmp_path, monkeypatch, conformance_dir):
+    monkeypatch.setenv("FLOWCLI_WEIGHTS_DIR", str(tmp_path / "empty"))
+    res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "--weights" in res.output
+
+
+def test_not_a_video_is_an_error_and_leaves_no_outputs(tmp_path, small_weights):
+    bad = tmp_path / "x.mp4"
+    bad.write_text("not a video")
+    res = CliRunner().invoke(cli, ["estimate", str(bad), "-o", str(tmp_path / "o"), "--weights", str(small_weights)])
+    assert res.exit_code == 1 and "x.mp4" in res.output
+    assert not list((tmp_path / "o").glob("*.flo")) if (tmp_path / "o").exists() else True
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as fh:
+        return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def test_memory_stays_flat_over_300_frames():
+    torch.manual_seed(0)
+    stream = FlowStream(MemFlowNet(CPU_SMALL), StreamOptions(iters=1))
+    rng = np.random.RandomState(0)
+    base = rng.randint(0, 255, (64, 80, 3), dtype=np.uint8)
+    rss = []
+    for i in range(300):
+        stream.push(np.roll(base, i, axis=1))
+        assert stream.memory.num_frames <= 1
+        if i in (50, 299):
+            rss.append(_rss_mb())
+    assert rss[1] - rss[0] < 25, rss
