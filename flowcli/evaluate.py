@@ -53,7 +53,7 @@ from .errors import InputError
 from .flowio import read_flow
 from .sources import read_image_rgb
 
-__all__ = ["METHODS", "REGIONS", "METRICS", "flow_metrics", "ClassicalStream", "PairRow", "EvalReport",
+__all__ = ["METHODS", "REGIONS", "METRICS", "flow_metrics", "pair_metrics", "ClassicalStream", "PairRow", "EvalReport",
            "evaluate", "format_table"]
 
 METHODS = ("dis", "farneback")
