@@ -69,6 +69,9 @@ EXIT_CODES = {
 #: Commands defined in other modules: name -> "module:attribute" (imported on use).
 LAZY_COMMANDS: dict[str, str] = {
     "estimate": "flowcli.cmd_estimate:estimate",
+    "eval": "flowcli.cmd_eval:eval_cmd",
+    "train": "flowcli.cmd_train:train_cmd",
+    "weights": "flowcli.cmd_weights:weights_group",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}

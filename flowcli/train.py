@@ -38,7 +38,8 @@ class TrainConfig:
     warmup_steps: int = 300
     gamma: float = 0.85           # sequence-loss decay over iterations (paper)
     grad_clip: float = 1.0
-    bf16: bool = False            # bfloat16 autocast on CPU
+    bf16: bool = True             # bfloat16 autocast on CPU (AMX): ~2x faster steps here
+    channels_last: bool = True    # NHWC activations: fast 1x1 and depthwise convs on CPU
     threads: int = 2
     seed: int = 0
     workers: int = 1
@@ -70,10 +71,11 @@ def sequence_loss(predictions: list[torch.Tensor], gt: torch.Tensor, valid: torc
         loss = loss + weight * ((pred - gt).abs().sum(dim=1) * mask).sum() / denom
     epe = torch.linalg.vector_norm(predictions[-1] - gt, dim=1)
     epe = (epe * mask).sum() / denom
-    return loss, {"epe": float(epe)}
+    return loss, {"epe": float(epe.detach())}
 
 
-def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int) -> list[list[torch.Tensor]]:
+def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int,
+                 channels_last: bool = False) -> list[list[torch.Tensor]]:
     """frames (B,T,3,H,W) in 0..255 -> per pair, upsampled flow after every iteration.
 
     Same memory policy as inference: each pair reads the memory of the previous
@@ -81,11 +83,15 @@ def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int) -> list[li
     """
     x = 2 * (frames / 255.0) - 1
     b, t = x.shape[:2]
-    fmaps = model.encode_features(x.flatten(0, 1)).unflatten(0, (b, t))
+    flat = x.flatten(0, 1)
+    if channels_last:
+        flat = flat.contiguous(memory_format=torch.channels_last)
+    fmaps = model.encode_features(flat).unflatten(0, (b, t))
     memory = model.new_memory()
     out = []
     for ti in range(t - 1):
-        ctx = model.encode_context(x[:, ti])
+        xi = x[:, ti].contiguous(memory_format=torch.channels_last) if channels_last else x[:, ti]
+        ctx = model.encode_context(xi)
         est = model.estimate(ctx, fmaps[:, ti], fmaps[:, ti + 1], memory, iters, all_predictions=True)
         memory.add(ctx.key, est.value)
         out.append(est.predictions)
@@ -133,6 +139,8 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
         torch.manual_seed(cfg.seed)
         model = MemFlowNet(ModelConfig.from_dict(cfg.model))
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
@@ -147,8 +155,8 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            preds = clip_forward(model, batch["frames"], cfg.iters)
-        loss, metrics = torch.zeros(()), {"epe": 0.0}
+            preds = clip_forward(model, batch["frames"], cfg.iters, cfg.channels_last)
+        loss, metrics = torch.zeros(()), {"epe": 0.0}  # loss in float32 even under autocast
         for ti, p in enumerate(preds):
             p = [q.float() for q in p]
             l, m = sequence_loss(p, batch["flows"][:, ti], batch["valid"][:, ti], cfg.gamma)

@@ -77,7 +77,8 @@ def save_safetensors(path: str | Path, model: MemFlowNet, *, iters: int, extra: 
     from .atomic import atomic_path
     meta = {"flowcli_config": json.dumps(model.cfg.to_dict()), "iters": str(iters)}
     meta.update({k: str(v) for k, v in (extra or {}).items()})
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}  # clone: norm3 is shared
+    # contiguous(): NCHW layout on disk; clone(): norm3 and downsample.1 share storage in memory
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(path, overwrite=True) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return Path(path)

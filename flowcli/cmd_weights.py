@@ -1,0 +1,49 @@
+"""``flowcli weights``: what weights are shipped, and official ones to download."""
+from __future__ import annotations
+
+import click
+
+from .cli import emit_json, json_option
+
+
+@click.group("weights")
+def weights_group():
+    """List shipped weights; download official MemFlow checkpoints (needs internet)."""
+
+
+@weights_group.command("list")
+@json_option
+def list_cmd(as_json):
+    """Show shipped weights (default marked *) and the official names."""
+    from .model.config import PRESETS
+    from .weights import OFFICIAL_NAMES, RELEASE_URL, cache_dir, default_name, manifest
+    shipped = manifest()
+    default = default_name("estimate")
+    official = []
+    for name, preset in OFFICIAL_NAMES.items():
+        path = cache_dir() / f"{name}.pth"
+        official.append({"name": name, "preset": preset, "url": RELEASE_URL.format(file=f"{name}.pth"),
+                         "downloaded": path.is_file(), "path": str(path)})
+    if as_json:
+        emit_json({"shipped": shipped, "default": default, "official": official, "cache": str(cache_dir())})
+        return
+    click.echo("Shipped with flowcli (trained by this project on CPU; see weights/MODEL_CARD.md):")
+    if not shipped:
+        click.echo("  (none)")
+    for e in shipped:
+        mark = "*" if e["name"] == default else " "
+        click.echo(f" {mark} {e['name']:<22} {e.get('kind', 'estimate'):<9} iters {e.get('iters', '?'):<3} "
+                   f"{e.get('description', '')}")
+    click.echo(f"\nOfficial MemFlow checkpoints (`flowcli weights download NAME`; cache {cache_dir()}):")
+    for o in official:
+        state = "downloaded" if o["downloaded"] else "not downloaded"
+        click.echo(f"   {o['name']:<22} preset {o['preset']:<7} {state:<15} {o['url']}")
+
+
+@weights_group.command("download")
+@click.argument("name")
+def download_cmd(name):
+    """Download official checkpoint NAME into the cache and record its sha256."""
+    from .weights import download_official
+    path = download_official(name)
+    click.echo(str(path))
