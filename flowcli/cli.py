@@ -69,6 +69,7 @@ EXIT_CODES = {
 #: Commands defined in other modules: name -> "module:attribute" (imported on use).
 LAZY_COMMANDS: dict[str, str] = {
     "estimate": "flowcli.cmd_estimate:estimate",
+    "predict-next": "flowcli.cmd_predict:predict_next",
     "eval": "flowcli.cmd_eval:eval_cmd",
     "train": "flowcli.cmd_train:train_cmd",
     "weights": "flowcli.cmd_weights:weights_group",

@@ -1,0 +1,160 @@
+"""``flowcli predict-next``: predict each frame's flow to the next frame with MemFlowNet-P."""
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+
+import click
+
+from .cli import emit_json, progress, status
+from .cmd_estimate import open_job_source, prepare_engine, stream_options
+
+EPILOG = """\b
+Examples:
+  flowcli predict-next clip.mp4 -o pred/ --weights MemFlowNet_P_sintel.pth --preset sintel
+  flowcli predict-next frames/ -o pred/ --weights P.pth --preset things --prior-flows flow/
+  flowcli predict-next clip.mp4 -o out/ --weights P.pth --with-estimate --frames --video
+
+\b
+What is predicted: for frame t, the flow t -> t+1 using only frames 0..t.
+Output names: the prediction starting at frame t is written as t, 6 digits:
+000005.flo = predicted flow 5 -> 6 (kitti: 000005.png, npy: 000005.npy,
+png: color/000005.png; flow.mp4 with --video). The first frame has no past
+motion (empty memory, zero prior flow), so predictions start at the second
+frame; --include-first also writes the official loop's t=0 output. The last
+frame gets a prediction too: the flow to a frame that does not exist yet.
+
+\b
+Past flows (the memory of MemFlow-P) come from:
+  * an estimation model run alongside (default): --estimate-weights /
+    --estimate-preset (default: the shipped estimation weights); --iters and
+    --warm-start apply to it; or
+  * --prior-flows DIR: flow files of the pairs, DIR/000004.flo = flow 4 -> 5,
+    named like `flowcli estimate` output (.flo, .npy, .pfm or KITTI .png).
+--with-estimate writes the estimated flows too, in the same pass:
+OUTDIR/estimate/000004.flo = estimated 4 -> 5 (same --format), predictions
+in OUTDIR/.
+
+\b
+--frames writes OUTDIR/frames/000005.png, frame 5 moved by the predicted flow:
+forward splatting (bilinear, softmax-weighted so that where pixels collide the
+one moving most unlike the dominant motion is in front); pixels nothing lands
+on (disocclusions, borders) are inpainted from their surroundings.
+
+\b
+--weights/--preset choose the MemFlow-P model (presets: things, sintel).
+OUTDIR/flowcli.json records inputs, weights (sha256), options and timings.
+Rerunning the same command resumes: existing outputs are kept and skipped.
+"""
+
+
+def _check_kind(loaded, predict: bool, option: str) -> None:
+    from .errors import CheckpointError
+    if bool(loaded.model.cfg.predict) != predict:
+        what = "a MemFlow-P prediction model" if predict else "an estimation model"
+        raise CheckpointError(f"{loaded.path}: {option} needs {what}; this one is "
+                              f"{'an estimation' if predict else 'a prediction'} model")
+
+
+@click.command("predict-next", epilog=EPILOG)
+@click.argument("input_spec", metavar="INPUT")
+@click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
+              help="Output format, repeatable (default flo).")
+@click.option("--video", is_flag=True, help="Also write OUTDIR/flow.mp4, the colour visualisation of the predictions.")
+@click.option("--frames", "write_frames", is_flag=True,
+              help="Also write OUTDIR/frames/T.png: frame T forward-warped by its predicted flow.")
+@click.option("--prior-flows", type=click.Path(path_type=Path), metavar="DIR",
+              help="Take past flows from these flow files instead of running an estimator.")
+@click.option("--estimate-weights", metavar="NAME|PATH",
+              help="Estimation weights for the past flows (default: the shipped ones).")
+@click.option("--estimate-preset", help="Official settings of an estimation .pth: things, sintel, kitti, spring.")
+@click.option("--with-estimate", is_flag=True,
+              help="Also write the estimated flows to OUTDIR/estimate/ (one pass, shared stream).")
+@click.option("--include-first", is_flag=True,
+              help="Also write the prediction at the first frame (no past motion yet).")
+@stream_options
+def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate_weights, estimate_preset,
+                 with_estimate, include_first, out_dir, weights, preset, iters, warm_start, device, max_side,
+                 scale, start, end, step, size, threads, max_flow, overwrite, quiet, as_json, **more_stream_options):
+    """Predict, for every frame of INPUT, the optical flow to the next frame
+    before that frame is seen (MemFlow-P).
+
+    INPUT is a video file, a folder of images (natural order), or '-' for raw
+    rgb24 frames on stdin with --size. Frames are streamed; memory use does not
+    depend on the video's length.
+    """
+    import torch
+
+    from .errors import CheckpointError
+    from .predict import PredictJob, run_predict
+    from .pipeline import write_report
+    from .weights import default_name, load_weights
+
+    if prior_flows is not None:
+        for flag, given in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
+                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start)):
+            if given:
+                raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
+    if not formats and (not video or with_estimate):
+        formats = ("flo",)
+    source = open_job_source(input_spec, size, start, end, step)
+    if weights is None and default_name("predict") is None:
+        raise CheckpointError("no MemFlow-P (prediction) weights are shipped yet; pass --weights PATH "
+                              "(an official MemFlowNet_P .pth with --preset things|sintel, or a flowcli "
+                              ".safetensors prediction model)")
+    loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start,
+                                          kind="predict")
+    _check_kind(loaded, True, "--weights")
+    for name, value in more_stream_options.items():  # options added to stream_options later (engine settings)
+        if value is not None and hasattr(options, name):
+            setattr(options, name, value)
+    weights_info = {"name": loaded.name, "path": loaded.path, "sha256": loaded.sha256, "preset": loaded.preset}
+    estimator, estimate_info = None, None
+    if prior_flows is None:
+        est = load_weights(estimate_weights, preset=estimate_preset, kind="estimate", device=dev)
+        _check_kind(est, False, "--estimate-weights")
+        estimator = est.model
+        options.iters = iters or est.iters
+        estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256, "preset": est.preset}
+    job = PredictJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, frames=write_frames,
+                     with_estimate=with_estimate, include_first=include_first, prior_flows=prior_flows,
+                     overwrite=overwrite, max_flow=max_flow, options=options)
+    total = source.frame_count
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    with source, progress(total=total, desc="predict", quiet=quiet, unit="frame") as bar:
+        report = run_predict(loaded.model, job, source, weights_info=weights_info, estimator=estimator,
+                             estimate_info=estimate_info, start=start, step=step, device=dev,
+                             on_frame=lambda i: bar.update(1))
+    record = {
+        "command": "predict-next", "input": source.name, "output": str(out_dir), "started": started,
+        "weights": weights_info,
+        "past_flows": "prior-flows" if prior_flows is not None else "estimator",
+        "prior_flows": str(prior_flows) if prior_flows is not None else None,
+        "estimate_weights": estimate_info,
+        "iters": options.iters if estimator is not None else None,
+        "warm_start": options.warm_start if estimator is not None else None,
+        "max_side": options.max_side, "scale": options.scale, "start": start, "end": end, "step": step,
+        "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
+        "include_first": include_first, "device": str(dev), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
+    }
+    write_report(out_dir, record)
+    if as_json:
+        emit_json(record)
+    else:
+        status(f"{report.frames} frames, {report.predictions} predictions ({report.written} files written, "
+               f"{report.skipped} frames skipped) in {report.seconds:.1f} s -> {out_dir}", quiet)
+
+
+# The shared options describe the estimation model; say what they mean here.
+_HELP = {
+    "weights": "MemFlow-P (prediction) weights: an official MemFlowNet_P .pth with --preset, or a flowcli "
+               ".safetensors prediction model (none are shipped yet).",
+    "preset": "Official settings of a MemFlow-P .pth: things or sintel (default things).",
+    "iters": "Refinement iterations of the estimator (MemFlow-P itself runs one pass).",
+    "warm_start": "Warm-start the estimator from the previous pair's flow (official: off).",
+}
+for _param in predict_next.params:
+    if _param.name in _HELP:
+        _param.help = _HELP[_param.name]

@@ -1,0 +1,256 @@
+"""MemFlow-P streaming prediction: conformance (stream and CLI), estimator mode, resume, frames, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from flowcli.cli import cli
+from flowcli.engine import FlowStream, StreamOptions
+from flowcli.flowio import read_flow, write_flow
+from flowcli.model import InputPadder
+from flowcli.predict import PredictStream, flow_to_low, read_prior_flow, warp_forward
+from flowcli.sources import open_source
+from flowcli.weights import load_weights
+
+LOW_TOL = 2e-4
+UP_TOL = 1e-3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def pred_vectors(conformance_dir):
+    return dict(np.load(conformance_dir / "pred_vectors_seed0.npz"))
+
+
+@pytest.fixture(scope="module")
+def est_vectors(conformance_dir):
+    return dict(np.load(conformance_dir / "est_vectors_seed0.npz"))
+
+
+@pytest.fixture(scope="module")
+def p_model(conformance_dir):
+    return load_weights(str(conformance_dir / "memflow_pred_seed0.pth"), preset="sintel", kind="predict").model
+
+
+@pytest.fixture(scope="module")
+def est_model(conformance_dir):
+    return load_weights(str(conformance_dir / "memflow_est_seed0.pth"), preset="sintel").model
+
+
+@pytest.fixture(scope="module")
+def prior_dir(tmp_path_factory, pred_vectors):
+    """The official run's "ground-truth" flows as .flo files named like estimate's output."""
+    d = tmp_path_factory.mktemp("prior")
+    for i, f in enumerate(pred_vectors["gt_flows"]):
+        write_flow(d / f"{i:06d}.flo", f.transpose(1, 2, 0))
+    return d
+
+
+def _run(args):
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def _p_args(conformance_dir, out, *extra):
+    return ["predict-next", str(conformance_dir), "--weights", str(conformance_dir / "memflow_pred_seed0.pth"),
+            "--preset", "sintel", "--format", "flo", "-o", str(out), "--quiet", *extra]
+
+
+def _est_args(conformance_dir):
+    return ["--estimate-weights", str(conformance_dir / "memflow_est_seed0.pth"), "--estimate-preset", "sintel",
+            "--iters", "4"]
+
+
+def _read(out: Path, i: int) -> np.ndarray:
+    return read_flow(out / f"{i:06d}.flo").transpose(2, 0, 1)
+
+
+# -- conformance -----------------------------------------------------------------------------------------
+
+def test_stream_with_prior_flow_files_matches_official(conformance_dir, pred_vectors, p_model, prior_dir):
+    stream = PredictStream(p_model)
+    steps = []
+    with open_source(str(conformance_dir)) as src:
+        prev = None
+        for frame in src:
+            past = read_prior_flow(prior_dir, prev.index, frame.index, frame.image.shape[:2]) if prev else None
+            steps.append(stream.push(frame.image, past_flow=past))
+            prev = frame
+    assert len(steps) == 5 and steps[0].first and not any(s.first for s in steps[1:])
+    for t in range(4):  # the official loop predicts from frames 0..3
+        assert np.abs(steps[t].flow_low[0].numpy() - pred_vectors["pred_flow_low"][t]).max() <= LOW_TOL
+        assert np.abs(steps[t].flow.transpose(2, 0, 1) - pred_vectors["pred_flow_up"][t]).max() <= UP_TOL
+    # the memory holds exactly the last pair, keyed by the pair's first frame
+    assert stream.memory.num_frames == 1
+    # the last frame is predicted too (into the unknown), from the stored pair 3 -> 4
+    assert steps[4].flow.shape == (128, 160, 2) and np.isfinite(steps[4].flow).all()
+    assert not np.allclose(steps[4].flow, steps[3].flow)
+
+
+def test_prior_flow_to_low_res_is_official_resize():
+    flow = np.zeros((100, 124, 2), np.float32)
+    flow[..., 0], flow[..., 1] = 4.0, -2.0
+    padder = InputPadder(100, 124)
+    low = flow_to_low(flow, (100, 124), padder)
+    assert low.shape == (1, 2, 13, 16)
+    assert torch.allclose(low[0, 0], torch.tensor(0.5)) and torch.allclose(low[0, 1], torch.tensor(-0.25))
+    half = flow_to_low(flow, (50, 62), InputPadder(50, 62))  # --max-side: vectors scale with the run size
+    assert half.shape == (1, 2, 7, 8) and torch.allclose(half[0, 0], torch.tensor(0.25))
+    ramp = np.zeros((128, 160, 2), np.float32)
+    ramp[..., 0] = np.arange(160, dtype=np.float32)[None]
+    low = flow_to_low(ramp, (128, 160), InputPadder(128, 160))[0, 0]
+    assert abs(float(low[0, 0])) < 1e-6 and abs(float(low[0, -1]) - 159 / 8) < 1e-5  # align_corners=True
+
+
+def test_cli_prior_flows_matches_official_and_resumes(tmp_path, conformance_dir, pred_vectors, prior_dir):
+    out = tmp_path / "o"
+    res = _run(_p_args(conformance_dir, out, "--prior-flows", str(prior_dir)))
+    assert res.exit_code == 0, res.output
+    # t = 0 is not written by default; t = 1..4, 000004 being the flow to a frame that does not exist
+    assert sorted(p.name for p in out.glob("*.flo")) == [f"{i:06d}.flo" for i in range(1, 5)]
+    for t in range(1, 4):
+        assert np.abs(_read(out, t) - pred_vectors["pred_flow_up"][t]).max() <= UP_TOL
+    assert np.isfinite(_read(out, 4)).all()
+    record = json.loads((out / "flowcli.json").read_text())
+    assert record["command"] == "predict-next" and record["past_flows"] == "prior-flows"
+    assert record["weights"]["preset"] == "sintel" and record["predictions"] == 4
+
+    # rerun with --include-first: only 000000 is new; nothing existing is rewritten
+    before = {t: (out / f"{t:06d}.flo").stat().st_mtime_ns for t in range(1, 5)}
+    res = _run(_p_args(conformance_dir, out, "--prior-flows", str(prior_dir), "--include-first", "--json"))
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["written"] == 1 and summary["skipped"] == 4
+    assert np.abs(_read(out, 0) - pred_vectors["pred_flow_up"][0]).max() <= UP_TOL
+    assert {t: (out / f"{t:06d}.flo").stat().st_mtime_ns for t in range(1, 5)} == before
+
+    # a lost file in the middle is recomputed exactly from frame t-1 and its prior flow
+    (out / "000002.flo").unlink()
+    assert _run(_p_args(conformance_dir, out, "--prior-flows", str(prior_dir))).exit_code == 0
+    assert np.abs(_read(out, 2) - pred_vectors["pred_flow_up"][2]).max() <= UP_TOL
+
+
+# -- estimator mode (official use_gt=False) --------------------------------------------------------------
+
+def _collect(stream, frames, past_lows=None):
+    out = []
+    for t, img in enumerate(frames):
+        kw = {} if past_lows is None or t == 0 else {"past_flow_low": past_lows[t - 1]}
+        out.append(stream.push(img, **kw))
+    return out
+
+
+def test_estimator_mode_is_the_estimators_flow_low_in_memory(pred_vectors, p_model, est_model):
+    frames = list(pred_vectors["frames_uint8"])
+    opts = StreamOptions(iters=4)
+    est = FlowStream(est_model, opts)
+    lows = []
+    for img in frames:
+        if est.push(img) is not None:
+            lows.append(est.prev_flow_low.clone())
+    reference = _collect(PredictStream(p_model, opts), frames, lows)
+
+    joint = PredictStream(p_model, opts, estimator=est_model)
+    assert joint.shared_fnet  # the conformance checkpoints were built from the same seed
+    steps = _collect(joint, frames)
+    separate = PredictStream(p_model, opts, estimator=est_model)
+    separate.shared_fnet = False  # the P model runs its own fnet: same numbers
+    steps_sep = _collect(separate, frames)
+    for a, b, c in zip(reference, steps, steps_sep):
+        assert np.abs(a.flow - b.flow).max() <= 1e-5 and np.abs(a.flow - c.flow).max() <= 1e-5
+    assert steps[0].past_flow is None and all(s.past_flow is not None for s in steps[1:])
+
+
+def test_cli_estimator_mode_with_estimate_and_frames(tmp_path, conformance_dir, est_vectors):
+    out = tmp_path / "o"
+    res = _run(_p_args(conformance_dir, out, *_est_args(conformance_dir), "--with-estimate", "--frames",
+                       "--json"))
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["past_flows"] == "estimator" and summary["iters"] == 4 and summary["shared_features"]
+    assert summary["estimate_weights"]["sha256"].startswith("1ccc4bb00347")
+    assert sorted(p.name for p in out.glob("*.flo")) == [f"{i:06d}.flo" for i in range(1, 5)]
+    for t in range(1, 5):
+        flow = read_flow(out / f"{t:06d}.flo")
+        assert flow.shape == (128, 160, 2) and np.isfinite(flow).all()
+    # the estimated flows of the same pass are the official estimation outputs (no warm start)
+    assert sorted(p.name for p in (out / "estimate").glob("*.flo")) == [f"{i:06d}.flo" for i in range(4)]
+    est = np.stack([_read(out / "estimate", i) for i in range(4)])
+    assert np.abs(est - est_vectors["ws0_flow_up"]).max() <= UP_TOL
+    import imageio.v3 as iio
+    pngs = sorted(p.name for p in (out / "frames").glob("*.png"))
+    assert pngs == [f"{i:06d}.png" for i in range(1, 5)]
+    assert iio.imread(out / "frames" / "000001.png").shape == (128, 160, 3)
+
+
+def test_cli_estimator_mode_resume_equals_full_run(tmp_path, conformance_dir):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert _run(_p_args(conformance_dir, full, *_est_args(conformance_dir), "--warm-start")).exit_code == 0
+    assert _run(_p_args(conformance_dir, part, *_est_args(conformance_dir), "--warm-start", "--end", "3")
+                ).exit_code == 0
+    assert sorted(p.name for p in part.glob("*.flo")) == ["000001.flo", "000002.flo"]
+    res = _run(_p_args(conformance_dir, part, *_est_args(conformance_dir), "--warm-start", "--json"))
+    summary = json.loads(res.output)
+    assert summary["resumed_from_state"] and summary["written"] == 2 and summary["recomputed"] == 0
+    for t in range(1, 5):
+        assert np.abs(_read(part, t) - _read(full, t)).max() <= 1e-5
+    # other settings in the same folder are refused
+    args = _p_args(conformance_dir, part, *_est_args(conformance_dir))
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 1 and "other settings" in res.output
+
+
+# -- predicted frames -------------------------------------------------------------------------------------
+
+def test_warp_forward_moves_a_square_over_a_static_background():
+    rng = np.random.RandomState(0)
+    bg = rng.randint(0, 255, (64, 96, 3), dtype=np.uint8)
+    square = rng.randint(0, 255, (16, 16, 3), dtype=np.uint8)
+    f0, f1 = bg.copy(), bg.copy()
+    f0[20:36, 30:46] = square
+    f1[20:36, 36:52] = square
+    flow = np.zeros((64, 96, 2), np.float32)
+    flow[20:36, 30:46, 0] = 6
+    pred = warp_forward(f0, flow)
+    assert pred.shape == f0.shape and pred.dtype == np.uint8
+    assert np.array_equal(pred[20:36, 36:52], square)  # the moving square is in front where it lands
+    assert np.array_equal(pred[:, 60:], bg[:, 60:])
+    assert np.abs(pred.astype(int) - f1).mean() < 0.3 * np.abs(f0.astype(int) - f1).mean()
+
+
+# -- errors -----------------------------------------------------------------------------------------------
+
+def test_missing_prior_flow_is_a_one_line_error(tmp_path, conformance_dir, prior_dir):
+    partial = tmp_path / "prior"
+    partial.mkdir()
+    for i in (0, 1, 3):
+        (partial / f"{i:06d}.flo").write_bytes((prior_dir / f"{i:06d}.flo").read_bytes())
+    res = CliRunner().invoke(cli, _p_args(conformance_dir, tmp_path / "o", "--prior-flows", str(partial)))
+    assert res.exit_code == 1, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowcli: error:") and "000002.flo" in lines[0]
+    assert "Traceback" not in res.output
+
+
+def test_wrong_model_kind_and_usage_errors(tmp_path, conformance_dir, prior_dir, monkeypatch):
+    est_as_p = ["predict-next", str(conformance_dir), "-o", str(tmp_path / "a"), "--prior-flows", str(prior_dir),
+                "--weights", str(conformance_dir / "memflow_est_seed0.pth"), "--preset", "sintel"]
+    res = CliRunner().invoke(cli, est_as_p)
+    assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1
+    res = CliRunner().invoke(cli, _p_args(conformance_dir, tmp_path / "b", "--prior-flows", str(prior_dir),
+                                          "--with-estimate"))
+    assert res.exit_code == 2 and "--with-estimate" in res.output
+    monkeypatch.setenv("FLOWCLI_WEIGHTS_DIR", str(tmp_path / "empty"))
+    res = CliRunner().invoke(cli, ["predict-next", str(conformance_dir), "-o", str(tmp_path / "c")])
+    assert res.exit_code == 1 and "--weights" in res.output and "MemFlow-P" in res.output
