@@ -1,0 +1,1 @@
+"""flowcli benchmark: ``python bench/run.py`` (``make bench``). See bench/run.py."""

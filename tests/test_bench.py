@@ -1,0 +1,67 @@
+"""Smoke test of the benchmark (bench/run.py --quick) and of its official-like baseline.
+
+The numbers of a --quick run are meaningless; this checks that every section runs,
+that the baseline computes the same flows as the engine, and that the JSON is complete.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.official_like import OfficialLikeStream  # noqa: E402
+
+
+def test_official_like_matches_official_golden_vectors(conformance_dir):
+    """The baseline reproduces the official code's outputs (so it is a faithful stand-in)."""
+    from flowcli.sources import read_image_rgb
+    from flowcli.weights import load_weights
+
+    model = load_weights(str(conformance_dir / "memflow_est_seed0.pth"), preset="sintel").model
+    vec = np.load(conformance_dir / "est_vectors_seed0.npz")
+    stream = OfficialLikeStream(model, iters=4)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors; more threads only spin when the cores are busy
+    try:
+        flows = [stream.push(read_image_rgb(p)) for p in sorted(conformance_dir.glob("frame_00*.png"))][1:]
+    finally:
+        torch.set_num_threads(threads)
+    ref = vec["ws0_flow_up_padded"].transpose(0, 2, 3, 1)  # 128x160: no padding
+    assert np.abs(np.stack(flows) - ref).max() < 1e-3
+
+
+def test_bench_quick(tmp_path):
+    out = tmp_path / "bench.json"
+    run = subprocess.run([sys.executable, str(REPO / "bench" / "run.py"), "--quick", "--threads", "1",
+                          "--json", str(out)], capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-3000:]
+    text = run.stdout
+    for title in ("Baseline check", "Estimation: s/frame", "Memory flatness", "bf16 vs fp32",
+                  "End-to-end `flowcli estimate`"):
+        assert title in text, text
+    assert "machine:" in text and "torch" in text
+
+    res = json.loads(out.read_text())
+    assert res["check"]["max_abs_diff"] < 1e-3, res["check"]  # baseline == engine at 128x160
+    speed = {(r["impl"], r["precision"]): r for r in res["speed"]}
+    for prec in res["precisions"]:
+        r = speed[("flowcli", prec)]
+        assert "error" not in r, r
+        if "unsupported" not in r:
+            assert r["median_s"] > 0 and r["peak_rss_gb"] > 0.05
+            assert len(r["times_s"]) == 2
+    base = speed[("official_like", "fp32")]
+    assert base["median_s"] > 0 and base["peak_rss_gb"] > 0.05
+    assert speed[("flowcli", "fp32")]["speedup_vs_baseline"] > 0
+    assert res["flat"]["rss_end_gb"] > 0
+    assert res["e2e"]["pure_model_s"] > 0 and res["e2e"]["ratio_wall"] > 0
+    if "bf16" in res["precisions"] and "datasets" in res["precision"]:
+        conf = res["precision"]["datasets"][0]
+        assert conf["diff"]["bf16"]["mean_epe"] >= 0
