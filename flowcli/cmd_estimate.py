@@ -55,6 +55,9 @@ def stream_options(f):
                      help="Start each pair from the previous pair's flow, forward-splatted (official: off)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                      show_default=True, help="Where to run. GPU paths are untested in this project (no GPU)."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16"]), default="fp32", show_default=True,
+                     help="bf16: bfloat16 weights and activations, ~2x faster on CPUs with AMX/AVX512-BF16, "
+                          "flow within ~0.05 px of fp32."),
         click.option("--max-side", type=click.IntRange(8, None),
                      help="Run the network with the longer side at most this many pixels; flow is returned "
                           "at input size with vectors rescaled."),
@@ -90,7 +93,8 @@ def open_job_source(input_spec: str, size: str | None, start: int, end: int | No
     return open_source(input_spec, size=parsed, start=start, end=end, step=step)
 
 
-def prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start, kind="estimate"):
+def prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start, kind="estimate",
+                   precision="fp32"):
     import torch
 
     from .engine import StreamOptions, pick_device
@@ -104,7 +108,8 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     loaded = load_weights(weights, preset=preset, kind=kind, device=dev)
-    options = StreamOptions(iters=iters or loaded.iters, warm_start=warm_start, max_side=max_side, scale=scale)
+    options = StreamOptions(iters=iters or loaded.iters, warm_start=warm_start, max_side=max_side, scale=scale,
+                            precision=precision)
     return loaded, options, dev
 
 
@@ -114,8 +119,8 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
               help="Output format, repeatable (default flo).")
 @click.option("--video", is_flag=True, help="Also write OUTDIR/flow.mp4, the colour visualisation.")
 @stream_options
-def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_start, device, max_side, scale,
-             start, end, step, size, threads, max_flow, overwrite, quiet, as_json):
+def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_start, device, precision, max_side,
+             scale, start, end, step, size, threads, max_flow, overwrite, quiet, as_json):
     """Estimate dense optical flow between consecutive frames of INPUT.
 
     INPUT is a video file (mp4, avi, mov, mkv, webm), a folder of images
@@ -129,7 +134,8 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
     if not formats and not video:
         formats = ("flo",)
     source = open_job_source(input_spec, size, start, end, step)
-    loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start)
+    loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start,
+                                          precision=precision)
     job = EstimateJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, overwrite=overwrite,
                       max_flow=max_flow, options=options)
     weights_info = {"name": loaded.name, "path": loaded.path, "sha256": loaded.sha256, "preset": loaded.preset}
@@ -141,7 +147,7 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
     record = {
         "command": "estimate", "input": source.name, "output": str(out_dir), "started": started,
         "weights": weights_info, "iters": options.iters, "warm_start": options.warm_start,
-        "max_side": options.max_side, "scale": options.scale, "start": start, "end": end, "step": step,
+        "max_side": options.max_side, "scale": options.scale, "precision": precision, "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "device": str(dev), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
     }

@@ -8,6 +8,7 @@ official code encodes each frame twice); results are identical.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import cv2
@@ -57,23 +58,45 @@ def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
     return out
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
 @dataclass
 class StreamOptions:
     iters: int = 15
     warm_start: bool = False       # official default: off
     max_side: int | None = None
     scale: float | None = None
+    precision: str = "fp32"        # "bf16": bfloat16 weights and activations (AMX on recent x86)
+
+
+def prepare_model(model: MemFlowNet, precision: str, device: torch.device) -> MemFlowNet:
+    """The inference form of ``model``: eval mode, on ``device``, NHWC (channels_last) on CPU,
+    and for bf16 a bfloat16 copy (the caller's float32 model is left as it is).
+
+    Channels-last is what makes oneDNN's 1x1 and depthwise convolutions fast on CPU
+    (a 1x1 conv ran ~20x faster here); numerics stay within float32 rounding.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}")
+    model = model.eval().to(device)
+    if precision == "bf16":
+        model = copy.deepcopy(model).to(torch.bfloat16)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    return model
 
 
 class FlowStream:
     """Push frames (H,W,3) uint8 RGB in order; get (H,W,2) float32 flows of consecutive pairs."""
 
     def __init__(self, model: MemFlowNet, options: StreamOptions | None = None, device: torch.device | str = "cpu"):
-        self.model = model.eval()
         self.opt = options or StreamOptions()
         if self.opt.iters < 1:
             raise ValueError("--iters must be at least 1")
         self.device = torch.device(device)
+        self.model = prepare_model(model, self.opt.precision, self.device)
+        self.dtype = torch.bfloat16 if self.opt.precision == "bf16" else torch.float32
         self.reset()
 
     def reset(self) -> None:
@@ -101,7 +124,10 @@ class FlowStream:
             interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
             image = cv2.resize(image, (rw, rh), interpolation=interp)
         x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        return 2 * (self.padder.pad(x) / 255.0) - 1
+        x = 2 * (self.padder.pad(x) / 255.0) - 1
+        if self.device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype)
 
     # -- streaming ------------------------------------------------------------------
     @torch.inference_mode()

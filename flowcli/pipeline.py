@@ -75,7 +75,7 @@ class JobReport:
 
 def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: int, step: int) -> str:
     o = job.options
-    return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start,
+    return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start, "precision": o.precision,
                        "max_side": o.max_side, "scale": o.scale, "start": start, "step": step,
                        "input": source_name}, sort_keys=True)
 

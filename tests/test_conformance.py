@@ -109,3 +109,14 @@ def test_prediction_matches_official(conformance_dir):
             if ti < len(x) - 2:
                 memory.add(ctx.key, model.motion_value(model.correlation(fmaps[ti], fmaps[ti + 1]), flow))
             prev = forward_interpolate(flow[0])[None]
+
+
+def test_bf16_path_stays_close_to_fp32(est, conformance_dir):
+    """The bf16 fast path: mean end-point difference to fp32 <= 0.05 px on the conformance clip."""
+    def run(precision):
+        with open_source(str(conformance_dir)) as src:
+            return np.stack([f for _, f in iter_flows(est.model, src, StreamOptions(iters=4, precision=precision))])
+    fp32, bf16 = run("fp32"), run("bf16")
+    diff = np.linalg.norm(fp32 - bf16, axis=-1)
+    assert np.isfinite(bf16).all()
+    assert diff.mean() <= 0.05, diff.mean()

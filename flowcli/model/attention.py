@@ -41,6 +41,52 @@ class MemoryAttention(nn.Module):
         return query, key
 
 
+def attention_scale(dim: int, num_keys: int, train_avg_length: float) -> float:
+    """C^-0.5 * ln(N)/ln(train_avg_length): the official length-aware softmax scale."""
+    return dim ** -0.5 * math.log(num_keys) / math.log(train_avg_length)
+
+
+class MemoryReader:
+    """Memory read-out for one frame pair, with everything fixed across iterations hoisted.
+
+    Within a pair the query, all keys and the stored values are fixed; only the
+    current frame's value changes per iteration. So the softmax is computed once,
+    the stored frames' contribution ``A_mem @ V_mem`` once, and each iteration
+    costs one matmul ``A_cur @ V_cur`` (the official code recomputes the whole
+    attention every iteration). Same mathematics as :func:`memory_readout`.
+    When the ``L x L`` current-frame attention would exceed ``budget_bytes`` it
+    falls back to fused attention per iteration (no large matrix is kept).
+    """
+
+    def __init__(self, query: torch.Tensor, keys: torch.Tensor, past_values: torch.Tensor | None,
+                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 2048):
+        self.query, self.keys, self.past_values = query, keys, past_values
+        self.train_avg_length = train_avg_length
+        b, n_q, _ = query.shape
+        n_keys = keys.shape[1]
+        n_past = 0 if past_values is None else past_values.shape[1]
+        n_cur = n_keys - n_past
+        self.hoisted = b * n_q * n_cur * query.element_size() <= budget_bytes
+        if not self.hoisted:
+            return
+        scale = attention_scale(query.shape[-1], n_keys, train_avg_length)
+        self.attn_cur = query.new_empty(b, n_q, n_cur)
+        self.base = None if n_past == 0 else query.new_empty(b, n_q, past_values.shape[-1])
+        for s in range(0, n_q, chunk):  # row chunks bound the temporary (rows x all keys) matrix
+            attn = torch.softmax(torch.matmul(query[:, s:s + chunk], keys.transpose(1, 2)) * scale, dim=-1)
+            if n_past:
+                self.base[:, s:s + chunk] = torch.matmul(attn[..., :n_past], past_values)
+            self.attn_cur[:, s:s + chunk] = attn[..., n_past:]
+
+    def __call__(self, value: torch.Tensor) -> torch.Tensor:
+        """value (B, L, Cv): the current frame's value tokens -> read-out (B, L, Cv)."""
+        if not self.hoisted:
+            values = value if self.past_values is None else torch.cat([self.past_values, value], dim=1)
+            return memory_readout(self.query, self.keys, values, self.train_avg_length)
+        out = torch.matmul(self.attn_cur, value)
+        return out if self.base is None else out + self.base
+
+
 def memory_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                    train_avg_length: float) -> torch.Tensor:
     """Softmax attention of every query position over all key positions.
@@ -49,8 +95,7 @@ def memory_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     Scale = C^-0.5 * ln(N)/ln(train_avg_length): the official length-aware
     scale that keeps attention entropy stable when N differs from training.
     """
-    n = keys.shape[1]
-    scale = query.shape[-1] ** -0.5 * math.log(n) / math.log(train_avg_length)
+    scale = attention_scale(query.shape[-1], keys.shape[1], train_avg_length)
     out = F.scaled_dot_product_attention(query.unsqueeze(1), keys.unsqueeze(1), values.unsqueeze(1), scale=scale)
     return out.squeeze(1)
 

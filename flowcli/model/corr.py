@@ -29,6 +29,7 @@ class CorrPyramid:
     def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, levels: int = 4, radius: int = 4):
         b, d, h, w = fmap1.shape
         self.radius = radius
+        fmap1, fmap2 = fmap1.float(), fmap2.float()  # correlation stays float32 in the bf16 path
         corr = torch.matmul(fmap1.reshape(b, d, h * w).transpose(1, 2), fmap2.reshape(b, d, h * w))
         corr = (corr / math.sqrt(d)).reshape(b * h * w, 1, h, w)
         self.pyramid = [corr]

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .attention import MemoryAttention, from_tokens, memory_readout, to_tokens
+from .attention import MemoryAttention, MemoryReader, from_tokens, memory_readout, to_tokens
 from .config import ModelConfig
 from .corr import CorrPyramid
 from .encoder import BasicEncoder
@@ -106,27 +106,29 @@ class MemFlowNet(nn.Module):
             raise ValueError("iters must be >= 1")
         h, w = ctx.size
         b = fmap1.shape[0]
+        dt = ctx.inp.dtype  # the update block's dtype (bfloat16 in the bf16 fast path)
         corr_fn = self.correlation(fmap1, fmap2)
-        coords0 = coords_grid(b, h, w, fmap1.device, fmap1.dtype)
+        coords0 = coords_grid(b, h, w, fmap1.device, torch.float32)
         coords1 = coords0 if flow_init is None else coords0 + flow_init
         keys, _ = memory.with_current(ctx.key) if memory is not None else (ctx.key, None)
         past_values = memory.values if memory is not None else None
+        read = MemoryReader(ctx.query, keys, past_values, self.cfg.train_avg_length)
         ub = self.update_block
         net, predictions = ctx.net, []
-        for _ in range(iters):
+        for it in range(iters):
             coords1 = coords1.detach()
-            corr = corr_fn(coords1)
+            corr = corr_fn(coords1).to(dt)
             flow = coords1 - coords0
-            motion, value = ub.get_motion_and_value(flow, corr)
+            motion, value = ub.get_motion_and_value(flow.to(dt), corr)
             value = to_tokens(value)
-            values = value if past_values is None else torch.cat([past_values, value], dim=1)
-            readout = from_tokens(memory_readout(ctx.query, keys, values, self.cfg.train_avg_length), h, w)
-            net, mask, delta = ub(net, ctx.inp, motion, motion + ub.aggregator.gamma * readout)
-            coords1 = coords1 + delta
+            readout = from_tokens(read(value), h, w)
+            need_mask = all_predictions or it == iters - 1
+            net, mask, delta = ub(net, ctx.inp, motion, motion + ub.aggregator.gamma * readout, need_mask)
+            coords1 = coords1 + delta.float()
             if all_predictions:
-                predictions.append(upsample_convex(coords1 - coords0, mask))
+                predictions.append(upsample_convex(coords1 - coords0, mask.float()))
         flow_low = coords1 - coords0
-        flow_up = predictions[-1] if predictions else upsample_convex(flow_low, mask)
+        flow_up = predictions[-1] if predictions else upsample_convex(flow_low, mask.float())
         return Estimate(flow_low, flow_up, value, predictions)
 
     # -- prediction (MemFlow-P) -------------------------------------------------

@@ -4,6 +4,11 @@
     x = gelu(x + pw(x)); out = ffn2(x)
 
 Widths follow the official ``int(1.5 * C)`` hidden size so checkpoints load.
+A 1x1 depthwise conv is just a per-channel scale and bias, so it is computed as
+one (the conv kernel for it is slow on CPU); the weights stay conv-shaped.
+Larger depthwise kernels run in float32 even in the bfloat16 path: oneDNN's
+bf16 channels-last depthwise kernel was pathologically slow here (minutes per
+call at 55x64), while float32 channels-last is fast.
 """
 from __future__ import annotations
 
@@ -32,6 +37,13 @@ class PCBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.gelu(x + self.ffn1(x))
         for conv in self.conv_list:
-            x = F.gelu(x + conv(x))
+            if conv.kernel_size == (1, 1):
+                y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
+            elif x.dtype == torch.bfloat16 and x.device.type == "cpu":
+                y = F.conv2d(x.float(), conv.weight.float(), conv.bias.float(), padding=conv.padding,
+                             groups=conv.groups).to(x.dtype)
+            else:
+                y = conv(x)
+            x = F.gelu(x + y)
         x = F.gelu(x + self.pw(x))
         return self.ffn2(x)

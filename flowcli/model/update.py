@@ -66,10 +66,15 @@ class UpdateBlock(nn.Module):
         motion = self.encoder(flow, corr)
         return motion, self.aggregator.to_v(motion)
 
-    def forward(self, net, inp, motion, motion_global):
-        """Returns (net, upsampling mask (B,576,h,w), delta flow (B,2,h,w))."""
+    def forward(self, net, inp, motion, motion_global, need_mask: bool = True):
+        """Returns (net, upsampling mask (B,576,h,w) or None, delta flow (B,2,h,w)).
+
+        The mask only matters for the iteration whose flow is upsampled, so
+        inference skips it on the others (``need_mask=False``).
+        """
         net = self.gru(torch.cat([net, inp, motion, motion_global], dim=1))
-        return net, 0.25 * self.mask(net), self.flow_head(net)
+        mask = 0.25 * self.mask(net) if need_mask else None
+        return net, mask, self.flow_head(net)
 
     def predict(self, inp, motion_global, forward_flow):
         """MemFlowNet-P single pass. Returns (upsampling mask, delta flow)."""
