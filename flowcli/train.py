@@ -128,12 +128,13 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start, seconds_before, samples = 0, 0.0, 0
+    start, seconds_before, cpu_before, samples = 0, 0.0, 0.0, 0
     if resume or init:
         model, meta = model_from_safetensors(resume or init)
         if resume:
             start = int(meta.get("step", 0))
             seconds_before = float(meta.get("train_seconds", 0.0))
+            cpu_before = float(meta.get("train_cpu_seconds", 0.0))
             samples = int(meta.get("samples", 0))
     else:
         torch.manual_seed(cfg.seed)
@@ -148,7 +149,7 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     log = open(out / "log.jsonl", "a")
     latest = out / "latest.safetensors"
-    step, t0 = start, time.time()
+    step, t0, cpu0 = start, time.time(), time.process_time()
     data_iter = iter(loader)
     while step < stop:
         batch = next(data_iter)
@@ -179,6 +180,7 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
         if step % cfg.save_every == 0 or step == stop:
             save_safetensors(latest, model, iters=cfg.infer_iters,
                              extra={"step": step, "train": json.dumps(asdict(cfg)), "samples": samples,
-                                    "train_seconds": round(seconds_before + time.time() - t0, 1)})
+                                    "train_seconds": round(seconds_before + time.time() - t0, 1),
+                                    "train_cpu_seconds": round(cpu_before + time.process_time() - cpu0, 1)})
     log.close()
     return latest

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,13 @@ def cache_dir() -> Path:
 
 
 def weights_dir() -> Path:
-    return Path(os.environ.get("FLOWCLI_WEIGHTS_DIR", WEIGHTS_DIR))
+    """$FLOWCLI_WEIGHTS_DIR, else the repo's weights/ (source or editable install),
+    else <prefix>/share/flowcli/weights (where a regular pip install puts them)."""
+    if os.environ.get("FLOWCLI_WEIGHTS_DIR"):
+        return Path(os.environ["FLOWCLI_WEIGHTS_DIR"])
+    if (WEIGHTS_DIR / "manifest.json").is_file():
+        return WEIGHTS_DIR
+    return Path(sys.prefix) / "share" / "flowcli" / "weights"
 
 
 def manifest(kind: str | None = None) -> list[dict]:

@@ -1,0 +1,53 @@
+"""Copy a training checkpoint into weights/ and record it in weights/manifest.json.
+
+    .venv/bin/python tools/ship_weights.py runs/cpu-small/latest.safetensors flowcli-small \
+        --description "..." [--kind estimate] [--default]
+
+The shipped file is the training checkpoint itself (weights + config + step
+metadata, no optimizer state), so `flowcli train --resume weights/NAME.safetensors`
+continues the same schedule on a fresh machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+from flowcli.model.checkpoint import sha256_file
+from flowcli.weights import model_from_safetensors, weights_dir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("src")
+    ap.add_argument("name")
+    ap.add_argument("--description", default="")
+    ap.add_argument("--kind", default="estimate", choices=["estimate", "predict"])
+    ap.add_argument("--default", action="store_true")
+    a = ap.parse_args()
+    model, meta = model_from_safetensors(a.src)  # validates the file
+    dest_dir = weights_dir()
+    dest = dest_dir / f"{a.name}.safetensors"
+    shutil.copyfile(a.src, dest)
+    path = dest_dir / "manifest.json"
+    data = json.loads(path.read_text()) if path.is_file() else {"models": []}
+    entries = [e for e in data["models"] if e["name"] != a.name]
+    if a.default:
+        for e in entries:
+            if e.get("kind", "estimate") == a.kind:
+                e["default"] = False
+    entries.append({
+        "name": a.name, "file": dest.name, "kind": a.kind, "default": a.default,
+        "sha256": sha256_file(dest), "iters": int(meta.get("iters", 12)),
+        "train_step": int(meta.get("step", 0)), "train_seconds": float(meta.get("train_seconds", 0)),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "config": json.loads(meta["flowcli_config"]), "description": a.description,
+    })
+    data["models"] = entries
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    print(f"shipped {dest} ({dest.stat().st_size / 2**20:.1f} MiB), step {meta.get('step')}")
+
+
+if __name__ == "__main__":
+    main()
