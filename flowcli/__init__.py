@@ -1,1 +1,59 @@
+"""flowcli: dense optical flow for videos with the MemFlow network, CPU first.
+
+Python API (torch is imported on first use, not by ``import flowcli``)::
+
+    import flowcli
+    model = flowcli.load_model()                       # shipped weights; or a name / path
+    for index, flow in flowcli.estimate_flows("clip.mp4", model, iters=12):
+        ...                                            # flow: (H, W, 2) float32, frame index -> next
+
+    flowcli.read_flow("000000.flo"); flowcli.write_flow("x.flo", flow)
+    flowcli.flow_to_color(flow)                        # (H, W, 3) uint8 RGB, Middlebury colour wheel
+"""
+
 __version__ = "0.1.0"
+
+__all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_flow", "flow_to_color"]
+
+
+def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu"):
+    """A ready MemFlowNet: ``weights`` is None (shipped default), a shipped or official name,
+    or a path (official ``.pth`` with ``preset``, or a flowcli ``.safetensors``)."""
+    from .weights import load_weights
+    return load_weights(weights, preset=preset, device=device).model
+
+
+def estimate_flows(source, model=None, *, iters: int = 12, warm_start: bool = False, precision: str = "fp32",
+                   max_side: int | None = None, start: int = 0, end: int | None = None, step: int = 1,
+                   device: str = "cpu"):
+    """Yield ``(index, flow)`` for consecutive frames of ``source``.
+
+    ``source``: a video path, an image folder, or any iterable of (H, W, 3) uint8 RGB
+    arrays. ``index`` is the first frame of the pair; ``flow`` is (H, W, 2) float32.
+    Frames are streamed; the memory is carried across the whole source.
+    """
+    from .engine import StreamOptions, iter_flows
+    from .sources import open_source
+    if model is None:
+        model = load_model(device=device)
+    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, precision=precision)
+    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
+        with open_source(str(source), start=start, end=end, step=step) as frames:
+            yield from iter_flows(model, frames, options, device)
+    else:
+        yield from iter_flows(model, source, options, device)
+
+
+def read_flow(path):
+    from .flowio import read_flow as _read
+    return _read(path)
+
+
+def write_flow(path, flow, overwrite: bool = False):
+    from .flowio import write_flow as _write
+    return _write(path, flow, overwrite=overwrite)
+
+
+def flow_to_color(flow, max_flow: float | None = None):
+    from .viz import flow_to_color as _color
+    return _color(flow, max_flow=max_flow)
