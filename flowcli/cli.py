@@ -277,10 +277,13 @@ def _env_debug() -> bool:
 
 @click.group(cls=FlowcliGroup, context_settings=CONTEXT_SETTINGS, epilog="""\b
 Examples:
+  flowcli estimate clip.mp4 -o flow/          flow/000000.flo = frame 0 -> 1, ...
+  flowcli estimate frames/ -o out/ --format png --video --precision bf16
+  flowcli predict-next clip.mp4 -o pred/ --weights MemFlowNet_P_sintel.pth --preset sintel
   flowcli viz flow/ -o viz/                   colour-code every flow file in flow/
-  flowcli viz flow/ -o flow.mp4 --video --normalize sequence
-  flowcli viz a.flo -o a.png --image frame_0001.png --side-by-side --arrows
-  flowcli --debug viz broken.flo -o out/      same, with a traceback on error
+  flowcli eval data/sintel --layout sintel    accuracy on a dataset with ground truth
+  flowcli weights list                        shipped and official weights
+  flowcli --debug viz broken.flo -o out/      any command, with a traceback on error
 
 \b
 Exit codes: 0 ok, 1 failure (one line "flowcli: error: ..." on stderr),
