@@ -101,10 +101,10 @@ def memory_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, h, w) -> (B, h*w, C)."""
-    return x.flatten(2).transpose(1, 2)
+    """(B, C, h, w) -> (B, h*w, C); a view (no copy) for channels-last input."""
+    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 def from_tokens(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """(B, h*w, C) -> (B, C, h, w)."""
-    return x.transpose(1, 2).reshape(x.shape[0], -1, h, w)
+    """(B, h*w, C) -> (B, C, h, w); a channels-last view (no copy) of contiguous tokens."""
+    return x.reshape(x.shape[0], h, w, -1).permute(0, 3, 1, 2)

@@ -43,14 +43,14 @@ class CorrPyramid:
         self.delta = torch.stack([dx, dy], dim=-1).view(1, 2 * r + 1, 2 * r + 1, 2)
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
-        """coords (B,2,h,w) in level-0 pixels -> (B, levels*(2r+1)^2, h, w)."""
+        """coords (B,2,h,w) in level-0 pixels -> (B, levels*(2r+1)^2, h, w), channels-last in memory."""
         b, _, h, w = coords.shape
         centre = coords.permute(0, 2, 3, 1).reshape(b * h * w, 1, 1, 2)
         out = []
         for level, corr in enumerate(self.pyramid):
             pts = centre / 2**level + self.delta
             out.append(_sample(corr, pts).view(b, h, w, -1))
-        return torch.cat(out, dim=-1).permute(0, 3, 1, 2).contiguous()
+        return torch.cat(out, dim=-1).permute(0, 3, 1, 2)
 
 
 def _sample(img: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:

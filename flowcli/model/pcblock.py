@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
+
 
 def _ffn(c_in: int, c_out: int) -> nn.Sequential:
     hidden = int(1.5 * c_in)
@@ -35,7 +37,21 @@ class PCBlock(nn.Module):
         self.ffn2 = _ffn(c_in, c_out)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if fused.usable(x):
+            return self._forward_fused(x)
         x = F.gelu(x + self.ffn1(x))
+        x = self._depthwise(x)
+        x = F.gelu(x + self.pw(x))
+        return self.ffn2(x)
+
+    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+        """Same as forward, with GELUs and residual adds done as oneDNN conv post-ops."""
+        x = F.gelu(fused.conv_add(fused.conv_gelu(x, self.ffn1[0]), x, self.ffn1[2]))
+        x = self._depthwise(x)
+        x = F.gelu(fused.conv_add(x, x, self.pw))
+        return self.ffn2[2](fused.conv_gelu(x, self.ffn2[0]))
+
+    def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.conv_list:
             if conv.kernel_size == (1, 1):
                 y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
@@ -45,5 +61,4 @@ class PCBlock(nn.Module):
             else:
                 y = conv(x)
             x = F.gelu(x + y)
-        x = F.gelu(x + self.pw(x))
-        return self.ffn2(x)
+        return x
