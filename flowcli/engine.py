@@ -61,6 +61,50 @@ def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
 PRECISIONS = ("fp32", "bf16")
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes of one stream: input (H, W), the network's run size, and its padding."""
+
+    size: tuple[int, int]
+    run_hw: tuple[int, int]
+    padder: InputPadder
+
+    @classmethod
+    def check(cls, current: "Geometry | None", image: np.ndarray, opt: "StreamOptions") -> "Geometry":
+        """The stream's geometry after seeing ``image`` (fixed by the first frame)."""
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError("frames must be (H, W, 3) uint8 RGB")
+        h, w = image.shape[:2]
+        if current is None:
+            run_hw = run_size(h, w, opt.max_side, opt.scale)
+            return cls((h, w), run_hw, InputPadder(*run_hw))
+        if current.size != (h, w):
+            raise ValueError(f"frame size changed from {current.size[1]}x{current.size[0]} to {w}x{h}")
+        return current
+
+
+def image_to_input(image: np.ndarray, geometry: Geometry, device: torch.device,
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(H,W,3) uint8 RGB -> (1,3,Hp,Wp) network input: resized to the run size, padded,
+    scaled to [-1, 1]; channels-last on CPU."""
+    h, w = geometry.size
+    rh, rw = geometry.run_hw
+    if (rh, rw) != (h, w):
+        interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
+        image = cv2.resize(image, (rw, rh), interpolation=interp)
+    x = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+    x = 2 * (geometry.padder.pad(x) / 255.0) - 1
+    if device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(dtype)
+
+
+def output_flow(flow_up: torch.Tensor, geometry: Geometry) -> np.ndarray:
+    """(1,2,Hp,Wp) network flow -> (H,W,2) float32 at the input size."""
+    flow = geometry.padder.unpad(flow_up)[0].permute(1, 2, 0).float().cpu().numpy()
+    return resize_flow(np.ascontiguousarray(flow), *geometry.size)
+
+
 @dataclass
 class StreamOptions:
     iters: int = 15
@@ -101,33 +145,24 @@ class FlowStream:
 
     def reset(self) -> None:
         self.memory = self.model.new_memory()
-        self.size: tuple[int, int] | None = None     # input (H, W) of this stream
-        self.padder: InputPadder | None = None
+        self.geometry: Geometry | None = None        # input size, run size and padding of this stream
         self.prev_input: torch.Tensor | None = None  # normalised, padded previous frame
         self.prev_fmap: torch.Tensor | None = None
         self.prev_flow_low: torch.Tensor | None = None
         self.pairs_done = 0
 
     # -- preprocessing -------------------------------------------------------------
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return None if self.geometry is None else self.geometry.size
+
+    @property
+    def padder(self) -> InputPadder | None:
+        return None if self.geometry is None else self.geometry.padder
+
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("frames must be (H, W, 3) uint8 RGB")
-        h, w = image.shape[:2]
-        if self.size is None:
-            self.size = (h, w)
-            self.run_hw = run_size(h, w, self.opt.max_side, self.opt.scale)
-            self.padder = InputPadder(*self.run_hw)
-        elif self.size != (h, w):
-            raise ValueError(f"frame size changed from {self.size[1]}x{self.size[0]} to {w}x{h}")
-        rh, rw = self.run_hw
-        if (rh, rw) != (h, w):
-            interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
-            image = cv2.resize(image, (rw, rh), interpolation=interp)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        x = 2 * (self.padder.pad(x) / 255.0) - 1
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        return x.to(self.dtype)
+        self.geometry = Geometry.check(self.geometry, image, self.opt)
+        return image_to_input(image, self.geometry, self.device, self.dtype)
 
     # -- streaming ------------------------------------------------------------------
     @torch.inference_mode()
@@ -152,8 +187,7 @@ class FlowStream:
         self.memory.add(ctx.key, est.value)
         self.prev_input, self.prev_fmap, self.prev_flow_low = x, fmap, est.flow_low
         self.pairs_done += 1
-        flow = self.padder.unpad(est.flow_up)[0].permute(1, 2, 0).float().cpu().numpy()
-        return resize_flow(np.ascontiguousarray(flow), *self.size)
+        return output_flow(est.flow_up, self.geometry)
 
     # -- resume -----------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:

@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .engine import FlowStream, StreamOptions, resize_flow, run_size
+from .engine import FlowStream, Geometry, StreamOptions, image_to_input, output_flow, prepare_model, resize_flow
 from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate
 
@@ -105,9 +105,9 @@ class PredictStream:
             raise ValueError("PredictStream needs a MemFlowNet-P model (cfg.predict=True)")
         if estimator is not None and estimator.cfg.predict:
             raise ValueError("the estimator must be an estimation model, not MemFlowNet-P")
-        self.model = model.eval()
         self.opt = options or StreamOptions()
         self.device = torch.device(device)
+        self.model = prepare_model(model, "fp32", self.device)
         self.estimator = FlowStream(estimator, self.opt, self.device) if estimator is not None else None
         # share feature maps only if they are what the P model's own fnet would compute
         self.shared_fnet = (estimator is not None and fnets_equal(model, estimator)
@@ -116,9 +116,7 @@ class PredictStream:
 
     def reset(self) -> None:
         self.memory = self.model.new_memory()
-        self.size: tuple[int, int] | None = None
-        self.run_hw: tuple[int, int] | None = None
-        self.padder: InputPadder | None = None
+        self.geometry: Geometry | None = None
         self.prev_key: torch.Tensor | None = None   # P context key of the previous frame
         self.prev_fmap: torch.Tensor | None = None  # P feature map of the previous frame
         self.forward_flow: torch.Tensor | None = None
@@ -126,23 +124,22 @@ class PredictStream:
         if self.estimator is not None:
             self.estimator.reset()
 
-    # -- preprocessing (same as the engine) ------------------------------------------------
+    # -- preprocessing (the engine's) --------------------------------------------------------
+    @property
+    def size(self) -> tuple[int, int] | None:
+        return None if self.geometry is None else self.geometry.size
+
+    @property
+    def run_hw(self) -> tuple[int, int] | None:
+        return None if self.geometry is None else self.geometry.run_hw
+
+    @property
+    def padder(self) -> InputPadder | None:
+        return None if self.geometry is None else self.geometry.padder
+
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("frames must be (H, W, 3) uint8 RGB")
-        h, w = image.shape[:2]
-        if self.size is None:
-            self.size = (h, w)
-            self.run_hw = run_size(h, w, self.opt.max_side, self.opt.scale)
-            self.padder = InputPadder(*self.run_hw)
-        elif self.size != (h, w):
-            raise ValueError(f"frame size changed from {self.size[1]}x{self.size[0]} to {w}x{h}")
-        rh, rw = self.run_hw
-        if (rh, rw) != (h, w):
-            interp = cv2.INTER_AREA if rh < h else cv2.INTER_LINEAR
-            image = cv2.resize(image, (rw, rh), interpolation=interp)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        return 2 * (self.padder.pad(x) / 255.0) - 1
+        self.geometry = Geometry.check(self.geometry, image, self.opt)
+        return image_to_input(image, self.geometry, self.device)
 
     def _encode(self, image: np.ndarray, prime: bool):
         """Feed the estimator (if any); return (P input, P fmap, estimated full-res flow, its flow_low)."""
@@ -156,7 +153,7 @@ class PredictStream:
         else:
             est_flow = est.push(image)
         if self.size is None:  # take over the estimator's geometry
-            self.size, self.run_hw, self.padder = est.size, est.run_hw, est.padder
+            self.geometry = est.geometry
         x = est.prev_input.float()  # the P model runs in float32 whatever the estimator's precision
         fmap = est.prev_fmap if self.shared_fnet else self.model.encode_features(x)
         return x, fmap, est_flow, (est.prev_flow_low if est_flow is not None else None)
@@ -208,8 +205,7 @@ class PredictStream:
         self.prev_key, self.prev_fmap = ctx.key, fmap
         t = self.frames_seen
         self.frames_seen += 1
-        flow = self.padder.unpad(flow_up)[0].permute(1, 2, 0).float().cpu().numpy()
-        flow = resize_flow(np.ascontiguousarray(flow), *self.size)
+        flow = output_flow(flow_up, self.geometry)
         return PredictStep(t, flow, flow_low, first=not has_prev, past_flow=est_flow)
 
     # -- resume ----------------------------------------------------------------------------
