@@ -52,6 +52,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import click
 
+from .jsonutil import nan_to_none
 from . import __version__
 from .errors import FlowcliError, InputError
 
@@ -124,17 +125,7 @@ def emit_json(obj: Any) -> None:
     Paths and numpy scalars/arrays are converted; NaN/inf become ``null`` so the
     output is strict JSON.
     """
-    click.echo(json.dumps(_nan_to_none(obj), default=_json_default, allow_nan=False))
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
+    click.echo(json.dumps(nan_to_none(obj), default=_json_default, allow_nan=False))
 
 
 def status(message: str, quiet: bool = False) -> None:

@@ -48,6 +48,7 @@ from typing import Any, Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
+from .jsonutil import nan_to_none
 from .datasets import EvalPair, EvalSequence, find_sequences
 from .errors import InputError
 from .flowio import read_flow
@@ -216,7 +217,7 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes None)."""
-        return _nan_to_none({
+        return nan_to_none({
             "method": self.method, "layout": self.layout, "root": self.root,
             "iters": self.iters, "warm_start": self.warm_start, "sequences": self.sequences,
             "aggregation": ("summary <metric>: mean over pairs of per-pair values; "
@@ -224,16 +225,6 @@ class EvalReport:
             "summary": self.summary(),
             "pairs": [row.to_dict() for row in self.rows],
         })
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 def _fmt(value: float, pct: bool = False) -> str:
