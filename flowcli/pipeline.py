@@ -24,7 +24,11 @@ pairs before the first missing one are recomputed (not rewritten).
 from __future__ import annotations
 
 import json
+import queue
+import threading
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -98,9 +102,10 @@ def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None]:
     return tensors, int(meta["last_index"])
 
 
-def _save_state(path: Path, stream: FlowStream, fingerprint: str, last_index: int) -> None:
+def _save_state(path: Path, state: dict[str, torch.Tensor], fingerprint: str, last_index: int) -> None:
+    """Save a stream's ``state()`` snapshot (taken right after the pair was computed)."""
     from safetensors.torch import save_file
-    tensors = {k: v.contiguous() for k, v in stream.state().items()}
+    tensors = {k: v.contiguous() for k, v in state.items()}
     with atomic_path(path, overwrite=True) as tmp:
         save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint, "last_index": str(last_index)})
 
@@ -149,6 +154,79 @@ def _read_back(paths: dict[str, Path]) -> np.ndarray | None:
     return None
 
 
+def prefetch(iterable, depth: int = 2):
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead.
+
+    Video decoding then overlaps with the model; memory stays bounded. Errors
+    raised by the iterable are re-raised here, in order.
+    """
+    items: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce():
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        items.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put((done, None))
+        except BaseException as exc:  # handed to the consumer
+            items.put((done, exc))
+
+    thread = threading.Thread(target=produce, name="flowcli-decode", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = items.get()
+            if item is done:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class OrderedWriter:
+    """Runs output tasks in one background thread, in order, at most ``depth`` behind.
+
+    Encoding and writing overlap with the next pair's compute. ``result`` of
+    each task is passed to ``on_done`` in the calling thread; a failed task
+    raises at the next submit or at ``close``.
+    """
+
+    def __init__(self, on_done: Callable[[object], None], depth: int = 2):
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flowcli-write")
+        self.pending: deque[Future] = deque()
+        self.on_done = on_done
+        self.depth = depth
+
+    def submit(self, fn, *args) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.depth:
+            self.on_done(self.pending.popleft().result())
+
+    def close(self) -> None:
+        """Finish every pending task (raising the first error)."""
+        try:
+            while self.pending:
+                self.on_done(self.pending.popleft().result())
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Let pending tasks finish (each output is atomic) without raising, then stop."""
+        self.pool.shutdown(wait=True)
+        self.pending.clear()
+
+
 def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: int = 0, step: int = 1,
                  device: torch.device | str = "cpu", on_pair: Callable[[int], None] | None = None) -> JobReport:
     """Run ``model`` over ``source`` (an iterable of Frame) writing ``job``'s outputs."""
@@ -184,11 +262,24 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
     report = JobReport(resumed_from_state=resume_index is not None)
     video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
         if job.video else None
+
+    def finish_pair(written: int) -> None:
+        report.written += written
+
+    def write_pair(flow, paths, state, index, skip_files):
+        """Outputs first, then the resume state that says they exist."""
+        written = 0 if skip_files else _write_pair(flow, paths, job.overwrite, job.max_flow)
+        if video is not None:
+            video.add(flow)
+        _save_state(state_path, state, fingerprint, index)
+        return written
+
+    writer = OrderedWriter(finish_pair)
     t_job = time.perf_counter()
     try:
         prev = None
         live = False  # the stream has seen `prev` (primed or pushed)
-        for frame in source:
+        for frame in prefetch(source):
             if prev is None:
                 prev = frame
                 continue
@@ -199,7 +290,7 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
             if done and resume_index is not None and i <= resume_index:
                 report.skipped += 1
                 if video is not None:
-                    video.add(_read_back(paths))
+                    writer.submit(lambda p=paths: video.add(_read_back(p)) or 0)
                 if i == resume_index:
                     stream.load_state(state)
                     stream.prime(frame.image)
@@ -217,17 +308,15 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
             if done:
                 report.skipped += 1
                 report.recomputed += 1
-            else:
-                report.written += _write_pair(flow, paths, job.overwrite, job.max_flow)
-            if video is not None:
-                video.add(flow)
-            _save_state(state_path, stream, fingerprint, i)
+            writer.submit(write_pair, flow, paths, stream.state(), i, done)
             prev = frame
             if on_pair:
                 on_pair(i)
+        writer.close()
         if video is not None:
             video.writer.close()
     except BaseException:
+        writer.abort()
         if video is not None:
             video.writer.abort()
         raise

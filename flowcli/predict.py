@@ -358,15 +358,6 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
                        "scale": o.scale, "start": start, "step": step, "input": source_name}, sort_keys=True)
 
 
-def _save_state(path: Path, state: dict[str, torch.Tensor], fingerprint: str, last_index: int) -> None:
-    from safetensors.torch import save_file
-
-    from .atomic import atomic_path
-    tensors = {k: v.contiguous() for k, v in state.items()}
-    with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint, "last_index": str(last_index)})
-
-
 def _write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> int:
     from .atomic import atomic_path
     if path.exists() and not overwrite:
@@ -391,7 +382,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     recomputed (not rewritten).
     """
     from .errors import OutputExistsError
-    from .pipeline import STATE_FILE, VIDEO_FILE, _load_state, _read_back, _VideoSink, _write_pair
+    from .pipeline import STATE_FILE, VIDEO_FILE, _load_state, _read_back, _save_state, _VideoSink, _write_pair
 
     if (estimator is None) == (job.prior_flows is None):
         raise ValueError("give either an estimator or job.prior_flows")

@@ -193,3 +193,40 @@ def test_memory_stays_flat_over_300_frames():
         if i in (50, 299):
             rss.append(_rss_mb())
     assert rss[1] - rss[0] < 25, rss
+
+
+def test_prefetch_keeps_order_bounds_lookahead_and_forwards_errors():
+    from flowcli.pipeline import prefetch
+    produced = []
+
+    def gen():
+        for i in range(10):
+            produced.append(i)
+            if i == 7:
+                raise ValueError("decode error at frame 7")
+            yield i
+
+    got = []
+    with pytest.raises(ValueError, match="frame 7"):
+        for item in prefetch(gen(), depth=2):
+            got.append(item)
+            assert len(produced) - len(got) <= 3  # bounded look-ahead: memory does not grow
+    assert got == list(range(7))
+
+
+def test_ordered_writer_runs_in_order_and_raises():
+    from flowcli.pipeline import OrderedWriter
+    results = []
+    w = OrderedWriter(results.append, depth=1)
+    for i in range(5):
+        w.submit(lambda i=i: i)
+    w.close()
+    assert results == [0, 1, 2, 3, 4]
+    w = OrderedWriter(results.append)
+
+    def boom():
+        raise OSError(28, "No space left on device")
+
+    w.submit(boom)
+    with pytest.raises(OSError):
+        w.close()

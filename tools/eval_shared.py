@@ -1,0 +1,66 @@
+"""Accuracy table of weights on ../shared/data next to OpenCV baselines (for the model card).
+
+    .venv/bin/python tools/eval_shared.py [--weights NAME|PATH] [--iters N] [--json out.json]
+
+Prints a markdown table: mean EPE over pairs per dataset (all pixels; KITTI: noc
+EPE and Fl-noc), for the weights and for DIS-medium and Farneback, plus s/pair.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from flowcli.evaluate import evaluate
+from flowcli.weights import load_weights
+
+SETS = [("sintel", "sintel"), ("kitti2012", "kitti"), ("middlebury", "middlebury"),
+        ("flyingchairs", "chairs")]
+
+
+def summarise(report, layout):
+    s = report.summary()
+    region = "noc" if layout == "kitti" else "all"
+    m = s[region] if region in s else s
+    out = {"epe": m["epe"], "fl": m.get("fl_all"), "sec": s.get("seconds_per_pair")}
+    if layout == "sintel":  # per scene: the acceptance targets are per scene
+        scenes: dict[str, list[float]] = {}
+        for row in report.rows:
+            scenes.setdefault(row.sequence, []).append(row.metrics["all"]["epe"])
+        out["scenes"] = {k: sum(v) / len(v) for k, v in scenes.items()}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    ap.add_argument("--weights")
+    ap.add_argument("--iters", type=int)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    loaded = load_weights(a.weights)
+    rows = {}
+    for folder, layout in SETS:
+        root = Path(a.root) / folder
+        rows[layout] = {name: summarise(evaluate(subject, root, layout, iters=a.iters if name == "flowcli" else None),
+                                        layout)
+                        for name, subject in (("flowcli", loaded), ("dis", "dis"), ("farneback", "farneback"))}
+        print(layout, json.dumps(rows[layout]), flush=True)
+    print(f"\n| dataset | {loaded.name} (iters {a.iters or loaded.iters}) | DIS-medium | Farneback |")
+    print("|---|---|---|---|")
+    for layout, r in rows.items():
+        def cell(x):
+            fl = f" / Fl {100 * x['fl']:.1f}%" if layout == "kitti" and x["fl"] is not None else ""
+            return f"{x['epe']:.2f}{fl}"
+        print(f"| {layout} | {cell(r['flowcli'])} | {cell(r['dis'])} | {cell(r['farneback'])} |")
+    scenes = rows["sintel"]["flowcli"]["scenes"]
+    print("\n| Sintel scene | " + " | ".join(n for n in rows["sintel"]) + " |")
+    print("|---|---|---|---|")
+    for scene in scenes:
+        print(f"| {scene} | " + " | ".join(f"{rows['sintel'][n]['scenes'][scene]:.2f}" for n in rows["sintel"]) + " |")
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
