@@ -74,6 +74,7 @@ LAZY_COMMANDS: dict[str, str] = {
     "eval": "flowcli.cmd_eval:eval_cmd",
     "train": "flowcli.cmd_train:train_cmd",
     "weights": "flowcli.cmd_weights:weights_group",
+    "batch": "flowcli.cmd_batch:batch",
 }
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
