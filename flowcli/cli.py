@@ -279,7 +279,8 @@ Examples:
 
 \b
 Exit codes: 0 ok, 1 failure (one line "flowcli: error: ..." on stderr),
-2 usage error, 130 interrupted. Run "flowcli COMMAND --help" for details.""")
+2 usage error, 130 interrupted (143: batch stopped by SIGTERM).
+Run "flowcli COMMAND --help" for details.""")
 @click.version_option(__version__, "-V", "--version", prog_name="flowcli",
                       message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True,
