@@ -7,7 +7,8 @@
 Sections (``--only``, comma-separated): ``check`` (baseline == engine), ``estimate`` (flowcli
 FlowStream, every supported precision), ``baseline`` (official-like re-implementation,
 bench/official_like.py), ``flat`` (RSS over a longer stream), ``precision`` (bf16 vs fp32
-end-point difference), ``predict`` (MemFlow-P loop), ``e2e`` (``flowcli estimate`` vs pure model).
+end-point difference), ``predict`` (MemFlow-P loop), ``e2e`` (``flowcli estimate`` vs pure model),
+``batch`` (``flowcli batch`` frames/s with 1 and 2 local workers, bench/batch_row.py).
 Every configuration runs in a fresh process (bench/worker.py), so each peak RSS is its own.
 Timing: wall clock per ``push`` after warm-up pairs; the median is reported.
 """
@@ -28,7 +29,7 @@ if __package__ in (None, ""):
 from bench.measure import REPO, machine_info, run_process, run_worker  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "e2e")
+SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "e2e", "batch")
 
 # Official MemFlow on this machine type: 2 threads, float32, random weights, 15 iterations
 # (../shared/docs/cpu-facts.md). (height, width) -> (s/frame, peak RSS GB).
@@ -499,6 +500,14 @@ def main(argv=None) -> int:
         report_predict(args, res, results)
     if "e2e" in args.only:
         report_e2e(args, res, results)
+    if "batch" in args.only:
+        from bench.batch_row import measure_batch
+        section("Batch: `flowcli batch` over short generated videos, 1 vs 2 local workers (same total threads)")
+        rows = measure_batch(args.threads, args.quick)
+        print(table(["workers", "videos", "size", "iters", "frames", "seconds", "frames/s", "failed", "weights"],
+                    [[r["workers"], r["videos"], r["size"], r["iters"], r["frames"], fmt(r["seconds"], 1),
+                      fmt(r["frames_per_second"], 2), r["failed"], r["weights"]] for r in rows]))
+        results["batch"] = rows
     results["total_s"] = time.perf_counter() - t_start
     print(f"\ntotal {results['total_s']:.0f} s")
     if args.json_path:
