@@ -368,8 +368,13 @@ def _write_pngs(targets: list[Path], overwrite: bool, images: Iterable) -> Itera
             if not ok:
                 raise FlowcliError(f"{targets[i]}: could not encode the PNG")
             tmp = stack.enter_context(atomic_path(targets[i], overwrite))
-            with open(tmp, "wb") as fh:
-                fh.write(buf.tobytes())
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(buf.tobytes())
+            except OSError as exc:  # a full disk names no file; name the PNG
+                if exc.filename is None and exc.errno is not None:
+                    raise OSError(exc.errno, exc.strerror or str(exc), str(targets[i])) from exc
+                raise
             yield i
 
 
@@ -398,6 +403,8 @@ def _plan_png_outputs(inputs: list[Path], out: Path) -> list[Path]:
                                "give a folder for several PNGs")
     if out.suffix.lower() == ".mp4":
         raise click.UsageError(f"OUT {out} ends with .mp4: add --video to write a video")
+    if out.suffix.lower() in IMAGE_EXTENSIONS and not out.is_dir():
+        raise click.UsageError(f"OUT {out}: viz writes PNG images; name the file .png or give a folder")
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     targets = [out / (p.stem + ".png") for p in inputs]
@@ -405,7 +412,8 @@ def _plan_png_outputs(inputs: list[Path], out: Path) -> list[Path]:
     for src, dst in zip(inputs, targets):
         if dst in seen:
             raise InputError(f"{seen[dst]} and {src} would both be written to {dst} "
-                             "(same file name; render them into different folders)")
+                             "(same file name; select one format with a quoted glob such as "
+                             "'DIR/*.flo', or render them into different folders)")
         seen[dst] = src
     return targets
 

@@ -47,7 +47,8 @@ def stream_options(f):
                      help="Shipped or official weights name, or a .pth/.safetensors path "
                           "(default: the weights shipped with flowcli; see `flowcli weights list`)."),
         click.option("--preset", help="Official settings for a .pth checkpoint: things, sintel, kitti, spring "
-                                      "(default things)."),
+                                      "(default things; not used with flowcli .safetensors weights, which "
+                                      "carry their own)."),
         click.option("--iters", type=click.IntRange(1, 100),
                      help="Refinement iterations (default: the weights' own, 15 for official presets). "
                           "Fewer is faster and a little less accurate."),
@@ -116,7 +117,8 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
 @click.command("estimate", epilog=EPILOG)
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
-              help="Output format, repeatable (default flo).")
+              help="Output format, repeatable (default flo; with --video and no --format only "
+                   "flow.mp4 is written).")
 @click.option("--video", is_flag=True, help="Also write OUTDIR/flow.mp4, the colour visualisation.")
 @stream_options
 def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_start, device, precision, max_side,

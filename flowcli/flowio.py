@@ -97,13 +97,20 @@ def _write_atomic(path: PathLike, overwrite: bool, write: Callable[[BinaryIO], N
     """Stream ``write(fh)`` into a temp file next to ``path``; rename it on success.
 
     The overwrite check runs before any encoding work, and a writer that raises
-    leaves neither a temp file nor a partial ``path`` behind.
+    leaves neither a temp file nor a partial ``path`` behind. An OS error that
+    names no file (a full disk raises plain ``[Errno 28]`` from ``write``) is
+    re-raised naming ``path``, so the one-line CLI error says which file failed.
     """
-    with atomic_path(path, overwrite) as tmp:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
+    try:
+        with atomic_path(path, overwrite) as tmp:
+            with open(tmp, "wb") as fh:
+                write(fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     return Path(path)
 
 

@@ -379,3 +379,38 @@ def test_lazy_command_gets_error_policy(monkeypatch):
     assert result.stderr == "flowcli: hello\n"
     assert run("hello", "-q").stderr == ""
     assert_one_line_error(run("hello", "--fail"), 1, "bad input second line")
+
+
+def test_non_png_image_output_name_is_a_usage_error(tmp_path, flows):
+    """`-o x.jpg` used to create a folder called x.jpg; viz only writes PNG."""
+    result = run("viz", str(flows / "frame_1.flo"), "-o", str(tmp_path / "x.jpg"))
+    assert result.exit_code == 2, result.output
+    assert "viz writes PNG images" in result.stderr
+    assert not (tmp_path / "x.jpg").exists()
+    (tmp_path / "d.jpg").mkdir()  # an existing folder with such a name is still a folder
+    result = run("viz", str(flows / "frame_1.flo"), "-o", str(tmp_path / "d.jpg"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "d.jpg" / "frame_1.png").is_file()
+
+
+def test_disk_full_while_writing_png_names_the_png(tmp_path, flows, monkeypatch):
+    real_open = open
+
+    class FullDisk:
+        def __init__(self, fh):
+            self.fh = fh
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(cli_mod, "open", lambda p, mode="r": FullDisk(real_open(p, mode)), raising=False)
+    out = tmp_path / "v"
+    result = run("viz", str(flows), "-o", str(out))
+    assert_one_line_error(result, 1, f"{out / 'frame_1.png'}: No space left on device")
+    assert not out.exists()

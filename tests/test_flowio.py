@@ -258,6 +258,22 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
     assert (tmp_path / "f.flo").read_bytes() == b"precious"
 
 
+def test_disk_full_error_names_the_file(tmp_path, monkeypatch):
+    """ENOSPC from write() carries no file name; the error must name the flow file."""
+    import errno
+    import os
+
+    def disk_full(fh, flow):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(flowio, "_encode_flo", disk_full)
+    with pytest.raises(OSError) as exc:
+        write_flow(tmp_path / "f.flo", make_flow())
+    assert exc.value.errno == errno.ENOSPC
+    assert exc.value.filename == str(tmp_path / "f.flo")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_write_creates_parent_folders(tmp_path):
     path = write_flow(tmp_path / "a" / "b" / "f.npy", make_flow())
     assert path.exists()
