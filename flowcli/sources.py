@@ -232,7 +232,10 @@ class FolderSource(FrameSource):
     def _frames(self) -> Iterator[Frame]:
         first_shape, first_file = None, None
         for index, file in self._files:
-            image = read_image_rgb(file)
+            try:
+                image = read_image_rgb(file)
+            except InputError as exc:  # say where in the sequence it stopped
+                raise InputError(f"{exc} (frame {index})") from exc
             if first_shape is None:
                 first_shape, first_file = image.shape, file
             elif image.shape != first_shape:
