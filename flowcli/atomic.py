@@ -50,6 +50,7 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         yield tmp
         if not overwrite and path.exists():
             raise OutputExistsError(f"{path}: already exists (use --overwrite to replace it)")
+        os.chmod(tmp, _FILE_MODE)  # again: some writers (safetensors) recreate the file as 0600
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

@@ -73,12 +73,15 @@ class JobReport:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["seconds_per_pair"] = self.model_seconds / max(1, self.pairs - self.skipped)
+        computed = self.pairs - self.skipped + self.recomputed
+        d["seconds_per_pair"] = self.model_seconds / computed if computed else None
         return d
 
 
 def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: int, step: int) -> str:
     o = job.options
+    if source_name not in ("", "-", "<stdin>"):
+        source_name = str(Path(source_name).resolve())  # the same input however it was spelled
     return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start, "precision": o.precision,
                        "max_side": o.max_side, "scale": o.scale, "start": start, "step": step,
                        "input": source_name}, sort_keys=True)
@@ -242,14 +245,18 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
         state, resume_index = None, None
     else:
         state, resume_index = _load_state(state_path, fingerprint)
-    if job.video:
-        video_path = out / VIDEO_FILE
-        if video_path.exists() and not job.overwrite:
-            raise OutputExistsError(f"{video_path}: already exists (use --overwrite to replace it)")
+    render_video = job.video
+    if job.video and (out / VIDEO_FILE).exists() and not job.overwrite:
+        # flow.mp4 appears only when a run completes; with a matching state it is this job's
+        if resume_index is None:
+            raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
+        render_video = False
     # A state file is only trusted if every pair up to it is on disk (and, for --video,
     # if those pairs can be read back to draw their video frames).
-    if job.video and not any(f in job.formats for f in ("flo", "npy", "kitti")):
+    if render_video and not any(f in job.formats for f in ("flo", "npy", "kitti")):
         state, resume_index = None, None
+    if job.video and not render_video and not job.formats:
+        return JobReport(resumed_from_state=True)  # the finished video is all this job writes
     if resume_index is not None:
         k = start
         while k <= resume_index:
@@ -261,7 +268,7 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
     stream = FlowStream(model, job.options, device)
     report = JobReport(resumed_from_state=resume_index is not None)
     video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
-        if job.video else None
+        if render_video else None
 
     def finish_pair(written: int) -> None:
         report.written += written
@@ -285,7 +292,7 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
                 continue
             i = prev.index
             paths = job.paths(i)
-            done = (not job.overwrite) and all(p.exists() for p in paths.values())
+            done = (not job.overwrite) and bool(paths) and all(p.exists() for p in paths.values())
             report.pairs += 1
             if done and resume_index is not None and i <= resume_index:
                 report.skipped += 1

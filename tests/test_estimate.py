@@ -230,3 +230,22 @@ def test_ordered_writer_runs_in_order_and_raises():
     w.submit(boom)
     with pytest.raises(OSError):
         w.close()
+
+
+def test_rerun_of_finished_video_run_and_other_spelling_of_input(tmp_path, small_weights, demo_video, monkeypatch):
+    import json
+    out = tmp_path / "o"
+    args = ["estimate", str(demo_video), "-o", str(out), "--weights", str(small_weights), "--quiet", "--json"]
+    first = json.loads(_run(args + ["--video"]).output)
+    assert first["written"] == 0 and first["skipped"] == 0  # --video alone: only flow.mp4
+    again = _run(args + ["--video"])
+    assert again.exit_code == 0, again.output  # finished: nothing to do, not an error
+    assert _run(args + ["--format", "flo", "--video"]).exit_code == 0
+    monkeypatch.chdir(demo_video.parent)  # same input, spelled relative: still resumes
+    res = _run(["estimate", demo_video.name, "-o", str(out), "--weights", str(small_weights), "--quiet", "--json",
+                "--format", "flo"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["skipped"] == summary["pairs"] == 5 and summary["seconds_per_pair"] is None
+    assert oct((out / "000000.flo").stat().st_mode & 0o777) != "0o600"
+    assert oct((out / ".flowcli-resume.safetensors").stat().st_mode & 0o777) != "0o600"

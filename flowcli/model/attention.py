@@ -59,7 +59,7 @@ class MemoryReader:
     """
 
     def __init__(self, query: torch.Tensor, keys: torch.Tensor, past_values: torch.Tensor | None,
-                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 2048):
+                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 512):
         self.query, self.keys, self.past_values = query, keys, past_values
         self.train_avg_length = train_avg_length
         b, n_q, _ = query.shape

@@ -31,7 +31,7 @@ class CorrPyramid:
         self.radius = radius
         fmap1, fmap2 = fmap1.float(), fmap2.float()  # correlation stays float32 in the bf16 path
         corr = torch.matmul(fmap1.reshape(b, d, h * w).transpose(1, 2), fmap2.reshape(b, d, h * w))
-        corr = (corr / math.sqrt(d)).reshape(b * h * w, 1, h, w)
+        corr = corr.div_(math.sqrt(d)).reshape(b * h * w, 1, h, w)  # in place: the volume is the big one
         self.pyramid = [corr]
         for _ in range(levels - 1):
             corr = _pool_keep_one(corr)
