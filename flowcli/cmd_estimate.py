@@ -102,6 +102,9 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
     from .weights import load_weights
     if max_side is not None and scale is not None:
         raise click.UsageError("give --max-side or --scale, not both")
+    if preset and (weights is None or str(weights).endswith(".safetensors")):
+        raise click.UsageError("--preset is for official .pth checkpoints; flowcli .safetensors weights "
+                               "carry their own settings")
     if threads:
         torch.set_num_threads(threads)
     try:

@@ -249,3 +249,9 @@ def test_rerun_of_finished_video_run_and_other_spelling_of_input(tmp_path, small
     assert summary["skipped"] == summary["pairs"] == 5 and summary["seconds_per_pair"] is None
     assert oct((out / "000000.flo").stat().st_mode & 0o777) != "0o600"
     assert oct((out / ".flowcli-resume.safetensors").stat().st_mode & 0o777) != "0o600"
+
+
+def test_preset_with_safetensors_weights_is_a_usage_error(tmp_path, small_weights, conformance_dir):
+    res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o"),
+                                   "--weights", str(small_weights), "--preset", "sintel"])
+    assert res.exit_code == 2 and "--preset" in res.output
