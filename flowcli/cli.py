@@ -297,8 +297,12 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code (see ``EXIT_CODES``)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args[1:] and "--" not in args:  # accept `flowcli estimate ... --debug` too
+        args.remove("--debug")
+        args.insert(0, "--debug")
     try:
-        cli.main(args=list(argv) if argv is not None else None, prog_name="flowcli")
+        cli.main(args=args, prog_name="flowcli")
     except SystemExit as exc:
         code = exc.code
         if code is None:

@@ -23,6 +23,7 @@ pairs before the first missing one are recomputed (not rewritten).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -236,7 +237,22 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
     out = job.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_estimate(model, job, source, weights_info=weights_info, start=start, step=step,
+                             device=device, on_pair=on_pair)
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folder behind
+            for folder in (out / "color", out):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        raise
+
+
+def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: int, step: int,
+                  device, on_pair) -> JobReport:
+    out = job.out_dir
     if "png" in job.formats:
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), job, getattr(source, "name", ""), start, step)

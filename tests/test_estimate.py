@@ -255,3 +255,18 @@ def test_preset_with_safetensors_weights_is_a_usage_error(tmp_path, small_weight
     res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o"),
                                    "--weights", str(small_weights), "--preset", "sintel"])
     assert res.exit_code == 2 and "--preset" in res.output
+
+
+def test_one_frame_video_leaves_no_empty_folder_and_debug_after_command(tmp_path, small_weights):
+    from flowcli.cli import main
+    from flowcli.synth import make_demo_video
+    one = tmp_path / "one"
+    one.mkdir()
+    import cv2
+    cv2.imwrite(str(one / "f0.png"), np.zeros((32, 32, 3), np.uint8))
+    cv2.imwrite(str(one / "f1.png"), np.zeros((32, 32, 3), np.uint8))
+    out = tmp_path / "o"
+    code = main(["estimate", str(one), "-o", str(out), "--weights", str(small_weights), "--end", "1", "--quiet"])
+    assert code == 1 and not out.exists()
+    code = main(["estimate", str(one), "-o", str(out), "--weights", str(small_weights), "--quiet", "--debug"])
+    assert code == 0 and (out / "000000.flo").exists()
