@@ -1,7 +1,6 @@
 """``flowcli train``: train (or fine-tune) MemFlow weights on CPU."""
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import click

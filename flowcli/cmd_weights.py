@@ -15,7 +15,6 @@ def weights_group():
 @json_option
 def list_cmd(as_json):
     """Show shipped weights (default marked *) and the official names."""
-    from .model.config import PRESETS
     from .weights import OFFICIAL_NAMES, RELEASE_URL, cache_dir, default_name, manifest
     shipped = manifest()
     default = default_name("estimate")

@@ -40,7 +40,7 @@ import torch
 from . import __version__
 from .atomic import atomic_path
 from .engine import FlowStream, StreamOptions
-from .errors import FlowcliError, InputError, OutputExistsError
+from .errors import InputError, OutputExistsError
 from .flowio import write_flow
 
 FORMAT_FILES = {"flo": "{i:06d}.flo", "kitti": "{i:06d}.png", "npy": "{i:06d}.npy", "png": "color/{i:06d}.png"}

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 
 import flowcli
 from flowcli import cli as cli_mod
+from flowcli import cmd_viz as viz_cmd_mod
 from flowcli.cli import cli, main
 from flowcli.errors import InputError
 from flowcli.viz import flow_to_color
@@ -409,7 +410,7 @@ def test_disk_full_while_writing_png_names_the_png(tmp_path, flows, monkeypatch)
         def write(self, data):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(cli_mod, "open", lambda p, mode="r": FullDisk(real_open(p, mode)), raising=False)
+    monkeypatch.setattr(viz_cmd_mod, "open", lambda p, mode="r": FullDisk(real_open(p, mode)), raising=False)
     out = tmp_path / "v"
     result = run("viz", str(flows), "-o", str(out))
     assert_one_line_error(result, 1, f"{out / 'frame_1.png'}: No space left on device")

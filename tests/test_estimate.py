@@ -116,8 +116,8 @@ def small_weights(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def demo_video(tmp_path_factory):
-    from flowcli.synth import make_demo_video
     path = tmp_path_factory.mktemp("v") / "demo.mp4"
+    from flowcli.synth import make_demo_video
     make_demo_video(path, num_frames=6, size=(96, 64))
     return path
 
@@ -259,7 +259,6 @@ def test_preset_with_safetensors_weights_is_a_usage_error(tmp_path, small_weight
 
 def test_one_frame_video_leaves_no_empty_folder_and_debug_after_command(tmp_path, small_weights):
     from flowcli.cli import main
-    from flowcli.synth import make_demo_video
     one = tmp_path / "one"
     one.mkdir()
     import cv2

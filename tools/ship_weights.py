@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-from pathlib import Path
 
 from flowcli.model.checkpoint import sha256_file
 from flowcli.weights import model_from_safetensors, weights_dir

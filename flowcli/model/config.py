@@ -7,7 +7,7 @@ depthwise kernels), selected by changing fields here, never by forking modules.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
