@@ -605,10 +605,6 @@ class VideoRunner:
     def run(self, item: VideoItem, out_root: str | os.PathLike,
             on_pair: Callable[[int], None] | None = None) -> dict:
         """Process one video; return its ledger record (never raises, except KeyboardInterrupt)."""
-        import platform
-
-        import torch
-
         from .cmd_estimate import open_job_source
         from .pipeline import write_report
 
@@ -665,8 +661,7 @@ class VideoRunner:
                               "write_frames": spec.frames, "with_estimate": spec.with_estimate,
                               "include_first": spec.include_first}
                     rec["pairs"], rec["frames"] = report.predictions, report.frames
-            record.update({"device": str(self.device), "threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
+            record.update({"device": str(self.device), **report.to_dict(),
                            "batch": {"video": item.path, "name": item.name, "settings": self.key}})
             write_report(out_dir, record)   # last: its presence means "complete"
             rec["status"] = "done"

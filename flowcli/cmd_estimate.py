@@ -1,7 +1,6 @@
 """``flowcli estimate``: a video (or image folder, or stdin) to dense flow files."""
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
@@ -134,7 +133,6 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
     key/value memory is carried from pair to pair.
     """
     from .pipeline import EstimateJob, run_estimate, write_report
-    import torch
 
     if not formats and not video:
         formats = ("flo",)
@@ -153,10 +151,9 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
         "command": "estimate", "input": source.name, "output": str(out_dir), "started": started,
         "weights": weights_info, "iters": options.iters, "warm_start": options.warm_start,
         "max_side": options.max_side, "scale": options.scale, "precision": precision, "start": start, "end": end, "step": step,
-        "formats": list(job.formats), "video": video, "device": str(dev), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
+        "formats": list(job.formats), "video": video, "device": str(dev), **report.to_dict(),
     }
-    write_report(out_dir, record)
+    record = write_report(out_dir, record)
     if as_json:
         emit_json(record)
     else:

@@ -1,7 +1,6 @@
 """``flowcli predict-next``: predict each frame's flow to the next frame with MemFlowNet-P."""
 from __future__ import annotations
 
-import platform
 import time
 from pathlib import Path
 
@@ -84,7 +83,6 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     rgb24 frames on stdin with --size. Frames are streamed; memory use does not
     depend on the video's length.
     """
-    import torch
 
     from .errors import CheckpointError
     from .predict import PredictJob, run_predict
@@ -136,10 +134,9 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         "warm_start": options.warm_start if estimator is not None else None,
         "max_side": options.max_side, "scale": options.scale, "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
-        "include_first": include_first, "device": str(dev), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "machine": platform.machine(), **report.to_dict(),
+        "include_first": include_first, "device": str(dev), **report.to_dict(),
     }
-    write_report(out_dir, record)
+    record = write_report(out_dir, record)
     if as_json:
         emit_json(record)
     else:

@@ -347,9 +347,12 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     return report
 
 
-def write_report(out_dir: Path, record: dict) -> Path:
+def write_report(out_dir: Path, record: dict) -> dict:
+    """Write OUTDIR/flowcli.json (atomically) with version and run environment; return the record."""
+    import platform
+    record = {"flowcli_version": __version__, **record, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "machine": platform.machine()}
     path = out_dir / REPORT_FILE
-    record = {"flowcli_version": __version__, **record}
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return path
+    return record
