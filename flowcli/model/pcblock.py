@@ -56,9 +56,22 @@ class PCBlock(nn.Module):
             if conv.kernel_size == (1, 1):
                 y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
             elif x.dtype == torch.bfloat16 and x.device.type == "cpu":
-                y = F.conv2d(x.float(), conv.weight.float(), conv.bias.float(), padding=conv.padding,
-                             groups=conv.groups).to(x.dtype)
+                weight, bias = _float_weights(conv)
+                y = F.conv2d(x.float(), weight, bias, padding=conv.padding, groups=conv.groups).to(x.dtype)
             else:
                 y = conv(x)
             x = F.gelu(x + y)
         return x
+
+
+def _float_weights(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 copies of a depthwise conv's weights for the bf16 path, made once at inference
+    (not per iteration); recomputed while training, where the weights change every step."""
+    if torch.is_grad_enabled():
+        return conv.weight.float(), conv.bias.float()
+    cached = getattr(conv, "_fp32_cache", None)
+    key = (id(conv.weight), conv.weight._version, conv.bias._version)  # in-place loads invalidate it
+    if cached is None or cached[0] != key:
+        cached = (key, conv.weight.detach().float(), conv.bias.detach().float())
+        conv._fp32_cache = cached
+    return cached[1], cached[2]
