@@ -14,6 +14,18 @@ Examples:
   flowcli eval data/kitti2012 --layout kitti --json
   flowcli eval data/middlebury --layout middlebury --method dis    # classical baseline
   flowcli eval data/sintel --layout sintel --weights MemFlowNet_sintel.pth --preset sintel
+  flowcli eval synth/ --layout sintel --predict              # next-frame prediction
+  flowcli eval data/sintel --layout sintel --predict --past-flow estimate
+  (python -m flowcli.synth export synth/ writes held-out synthetic clips)
+
+\b
+--predict scores MemFlow-P (default: the shipped prediction weights) on
+every pair whose previous pair also has ground truth, given that previous
+GT flow, next to the constant-velocity baseline (the previous flow
+forward-warped by itself), and prints how much lower its EPE is.
+--past-flow estimate gives both the estimation model's past flow instead
+(the way predict-next runs), so every GT pair after a scene's first frame
+counts (Sintel ambush_4 4->5 and 6->7).
 
 \b
 Metrics: EPE (mean end-point error, px), 1/3/5 px accuracy, Fl (KITTI
@@ -35,13 +47,26 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--iters", type=click.IntRange(1, 100), help="Refinement iterations (default: the weights' own).")
 @click.option("--warm-start/--no-warm-start", default=False, show_default=True)
 @click.option("--max-side", type=click.IntRange(8, None), help="Run the network smaller (metrics at full size).")
+@click.option("--predict", "predict", is_flag=True,
+              help="Score next-frame prediction (MemFlow-P) against the constant-velocity baseline.")
+@click.option("--past-flow", type=click.Choice(["gt", "estimate"]), default="gt", show_default=True,
+              help="With --predict: the past flow both methods get: ground truth (pairs whose previous pair "
+                   "has GT) or the estimation model's (every GT pair after a sequence's first frame).")
+@click.option("--estimate-weights", metavar="NAME|PATH",
+              help="With --past-flow estimate: estimation weights (default: the shipped ones).")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")
 @quiet_option
 @json_option
-def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side, threads, quiet, as_json):
+def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side, predict, past_flow,
+             estimate_weights, threads, quiet, as_json):
     """Evaluate flow accuracy on the dataset at ROOT."""
     from .evaluate import evaluate, format_table
 
+    if predict:
+        return _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_side, past_flow,
+                             estimate_weights, threads, quiet, as_json)
+    if past_flow != "gt" or estimate_weights:
+        raise click.UsageError("--past-flow/--estimate-weights only apply with --predict")
     if method == "memflow":
         import torch
 
@@ -59,3 +84,40 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side,
         emit_json(report.to_dict())
     else:
         click.echo(format_table(report))
+
+
+def _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_side, past_flow, estimate_weights,
+                  threads, quiet, as_json):
+    import torch
+
+    from .errors import CheckpointError
+    from .evaluate import format_table
+    from .evaluate_predict import evaluate_predict
+    from .weights import default_name, load_weights
+
+    if method != "memflow" or warm_start:
+        raise click.UsageError("--predict takes MemFlow-P --weights/--preset, not --method/--warm-start")
+    if past_flow == "gt" and (iters is not None or estimate_weights):
+        raise click.UsageError("--iters/--estimate-weights apply to --past-flow estimate only")
+    if weights is None and default_name("predict") is None:
+        raise CheckpointError("no MemFlow-P (prediction) weights are shipped yet; pass --weights PATH")
+    if threads:
+        torch.set_num_threads(threads)
+    loaded = load_weights(weights, preset=preset, kind="predict")
+    estimator = load_weights(estimate_weights, kind="estimate") if past_flow == "estimate" else None
+    result = evaluate_predict(loaded, root, layout, past=past_flow, estimator=estimator, iters=iters,
+                              max_side=max_side,
+                              progress=functools.partial(progress, quiet=quiet))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    click.echo(format_table(result.predicted))
+    click.echo()
+    click.echo(format_table(result.baseline))
+    click.echo()
+    for region in result.predicted.regions:
+        p = result.predicted.summary()[region]["epe"]
+        b = result.baseline.summary()[region]["epe"]
+        imp = result.improvement(region)
+        word = "lower" if imp >= 0 else "higher"
+        click.echo(f"{region}: predicted EPE {p:.3f}, constant velocity {b:.3f}: {abs(100 * imp):.1f}% {word}")

@@ -2,11 +2,13 @@
 
     python -m flowcli.synth bench [--size 256x320] [--size 384x512] [--clips 20] [--frames 3]
     python -m flowcli.synth preview out.png [--seeds 0,1,2,3] [--size 256x320] [--frames 3]
+    python -m flowcli.synth export OUTDIR [--clips 20] [--size 256x320] [--frames 4] [--seed 10000000]
 
 ``bench`` prints the generation time per frame (the whole clip: textures,
 rendering, flow, occlusion, photometric) for each size. ``preview`` writes a
 PNG grid: one row per seed with the frames, the colour-coded GT flows and the
-occlusion mask of the first pair.
+occlusion mask of the first pair. ``export`` writes held-out clips as a
+Sintel-layout dataset for ``flowcli eval OUTDIR --layout sintel [--predict]``.
 """
 from __future__ import annotations
 
@@ -76,7 +78,18 @@ def main(argv=None) -> None:
     v.add_argument("--seeds", default="0,1,2,3")
     v.add_argument("--size", type=_size, default=(256, 320))
     v.add_argument("--frames", type=int, default=3)
+    e = sub.add_parser("export", help="write clips as a Sintel-layout dataset (for flowcli eval)")
+    e.add_argument("path")
+    e.add_argument("--clips", type=int, default=20)
+    e.add_argument("--size", type=_size, default=(256, 320))
+    e.add_argument("--frames", type=int, default=4)
+    e.add_argument("--seed", type=int, default=None, help="first seed (default: the held-out 10000000)")
     a = ap.parse_args(argv)
+    if a.cmd == "export":
+        from .export import HELD_OUT_SEED, export_clips
+        p = ClipParams(height=a.size[0], width=a.size[1], num_frames=a.frames)
+        print(export_clips(a.path, a.clips, p, HELD_OUT_SEED if a.seed is None else a.seed))
+        return
     if a.cmd == "bench":
         if a.threads is not None:
             cv2.setNumThreads(a.threads)

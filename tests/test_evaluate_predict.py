@@ -1,0 +1,103 @@
+"""flowcli eval --predict: the constant-velocity baseline, scoring only pairs with a GT predecessor,
+synthetic clips exported as a Sintel-layout dataset, and the CLI on the real Sintel frames."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from flowcli.cli import cli
+from flowcli.datasets import find_sequences
+from flowcli.evaluate_predict import constant_velocity, evaluate_predict, scored_pairs
+from flowcli.model import CPU_SMALL, MemFlowNet
+from flowcli.synth import ClipParams
+from flowcli.synth.export import export_clips
+from flowcli.weights import save_safetensors
+
+
+@pytest.fixture(scope="module")
+def p_weights(tmp_path_factory):
+    """A random-init small MemFlow-P saved the way shipped weights are (safetensors + config)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("w") / "p.safetensors"
+    save_safetensors(path, MemFlowNet(CPU_SMALL.replace(predict=True, train_avg_length=384.0)).eval(), iters=1)
+    return path
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    export_clips(root, 2, ClipParams(height=64, width=96, num_frames=4))
+    return root
+
+
+def test_constant_velocity_moves_a_square_with_its_own_motion():
+    flow = np.zeros((40, 50, 2), np.float32)
+    flow[10:20, 10:20] = (5.0, 2.0)  # a square moving right/down over a static background
+    pred = constant_velocity(flow)
+    # where the square lands on its own old place, only its own moved vectors arrive
+    assert np.allclose(pred[12:20, 15:20], (5.0, 2.0))
+    assert np.allclose(pred[30:, :], 0.0)
+    assert pred.dtype == np.float32 and pred.shape == flow.shape
+    # a global translation stays that translation everywhere (the entering border takes the nearest vector)
+    assert np.allclose(constant_velocity(np.full((30, 40, 2), (3.0, -1.5), np.float32)), (3.0, -1.5))
+    # unknown vectors are dropped; all unknown -> zero prediction
+    flow[0, 0] = np.nan
+    assert np.isfinite(constant_velocity(flow)).all()
+    assert not constant_velocity(np.full((4, 4, 2), np.nan, np.float32)).any()
+
+
+def test_export_is_a_sintel_dataset_with_exact_gt(synth_root):
+    seqs = find_sequences(synth_root, "sintel")
+    assert [s.name for s in seqs] == ["sintel/clean/clip_0000", "sintel/clean/clip_0001"]
+    assert [len(s.frame_paths) for s in seqs] == [4, 4]
+    assert all(s.pairs[0].occ_path is not None for s in seqs)
+    assert scored_pairs(seqs[0]) == [1, 2]
+
+
+def test_evaluate_predict_scores_pairs_with_a_gt_predecessor(synth_root, p_weights):
+    from flowcli.weights import load_weights
+    res = evaluate_predict(load_weights(str(p_weights), kind="predict"), synth_root, "sintel")
+    assert len(res.predicted.rows) == len(res.baseline.rows) == 4
+    assert [(r.sequence[-4:], r.index) for r in res.baseline.rows] == [("0000", 1), ("0000", 2),
+                                                                       ("0001", 1), ("0001", 2)]
+    b = res.baseline.summary()["all"]["epe"]
+    p = res.predicted.summary()["all"]["epe"]
+    assert np.isfinite(b) and np.isfinite(p)
+    assert res.improvement("all") == pytest.approx(1 - p / b)
+
+
+def test_cli_eval_predict_json_and_errors(synth_root, p_weights, tmp_path):
+    r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--predict",
+                                 "--weights", str(p_weights), "--json", "--quiet"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["baseline"]["method"] == "constant-velocity"
+    assert out["predicted"]["summary"]["pairs"] == 4
+    assert set(out["improvement"]) == {"all", "noc"}
+    # an estimation model is refused, in one line
+    est = tmp_path / "est.safetensors"
+    save_safetensors(est, MemFlowNet(CPU_SMALL), iters=2)
+    r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--predict", "--weights", str(est)])
+    assert r.exit_code != 0 and "MemFlow-P" in r.output
+    r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--predict", "--method", "dis"])
+    assert r.exit_code == 2
+
+
+def test_eval_predict_on_sintel_with_estimated_past_flows(shared_data, p_weights):
+    """Shared Sintel has no two adjacent GT flows: --past-flow gt says so in one line; with the
+    estimator's past flows every GT pair after a scene's first frame is scored (ambush_4 4->5, 6->7)."""
+    sintel = str(shared_data / "sintel")
+    r = CliRunner().invoke(cli, ["eval", sintel, "--layout", "sintel", "--predict", "--weights", str(p_weights)])
+    assert r.exit_code == 1 and "--past-flow estimate" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(cli, ["eval", sintel, "--layout", "sintel", "--predict", "--weights", str(p_weights),
+                                 "--past-flow", "estimate", "--max-side", "256", "--iters", "2", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    rows = {(p["sequence"], p["pair"]) for p in out["baseline"]["pairs"]}
+    assert {("sintel/final/ambush_4", 1), ("sintel/final/ambush_4", 3)} <= rows
+    assert out["past_flow"] == "estimate"
+    assert all(p["all"]["epe"] is not None for p in out["predicted"]["pairs"])
