@@ -12,12 +12,17 @@ Examples:
   flowcli train -o runs/small --steps 2000                 # from scratch, synthetic clips
   flowcli train -o runs/small --resume runs/small/latest.safetensors
   nice -n 10 flowcli train -o runs/small --resume weights/flowcli-small.safetensors --max-steps 500
+  flowcli train --predict -o runs/small-p --steps 3000       # MemFlow-P (next-frame prediction)
 
 \b
 Weights are saved as OUT/latest.safetensors every --save-every steps (no
 optimizer state: resuming needs only that file; the step count and the
 learning-rate schedule position are in its metadata). OUT/log.jsonl has
 one line per step (loss, EPE, lr) and periodic held-out synthetic EPE.
+With --predict the model is MemFlow-P: it learns the flow 1 -> 2 of 3-frame
+clips from frame 1 and the past flow 0 -> 1 (the GT, or a corrupted GT
+standing in for an estimate); the log also has the held-out EPE of the
+constant-velocity baseline. --frames and --iters do not apply to it.
 """
 
 
@@ -40,9 +45,10 @@ one line per step (loss, EPE, lr) and periodic held-out synthetic EPE.
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--save-every", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1, None), default=250, show_default=True)
+@click.option("--predict", "predict", is_flag=True, help="Train MemFlow-P (next-frame prediction) instead.")
 @quiet_option
 def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, bf16,
-              threads, save_every, eval_every, quiet):
+              threads, save_every, eval_every, predict, quiet):
     """Train MemFlow weights from procedurally generated clips with exact ground truth."""
     from .cmd_estimate import parse_size
     from .train import TrainConfig, train
@@ -51,6 +57,9 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
     w, h = parse_size(size)
     if w % 8 or h % 8:
         raise click.BadParameter("width and height must be multiples of 8", param_hint="--size")
+    if predict:
+        return _train_predict(out_dir, resume, init, total_steps, max_steps, batch_size, w, h, lr, bf16, threads,
+                              save_every, eval_every, quiet)
     cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,
                       height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, bf16=bf16, threads=threads,
                       save_every=save_every, eval_every=eval_every)
@@ -64,4 +73,26 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
 
     with bar:
         path = train(cfg, resume=resume, init=init, progress=show)
+    status(f"weights: {path}", quiet)
+
+
+def _train_predict(out_dir, resume, init, total_steps, max_steps, batch_size, w, h, lr, bf16, threads, save_every,
+                   eval_every, quiet):
+    from .train_predict import PredictTrainConfig, train_predict
+    if init:
+        raise click.UsageError("--init does not apply to --predict (use --resume)")
+    cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
+                             batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
+                             save_every=save_every, eval_every=eval_every)
+    bar = progress(total=max_steps or total_steps, desc="train --predict", quiet=quiet, unit="step")
+
+    def show(rec):
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.2f}", epe=f"{rec['epe']:.2f}")
+        if "eval_epe" in rec:
+            status(f"step {rec['step']}: held-out synthetic EPE {rec['eval_epe']:.3f} "
+                   f"(constant velocity {rec['eval_baseline_epe']:.3f})", quiet)
+
+    with bar:
+        path = train_predict(cfg, resume=resume, progress=show)
     status(f"weights: {path}", quiet)

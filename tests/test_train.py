@@ -1,0 +1,123 @@
+"""Training: loss, schedule, the from-scratch init, short real runs of both trainers and resume."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from flowcli.cli import cli
+from flowcli.model import CPU_SMALL, MemFlowNet
+from flowcli.train import TrainConfig, init_for_training, lr_at, sequence_loss, train
+from flowcli.train_predict import CPU_SMALL_P, PredictTrainConfig, new_model, past_flow_low, train_predict
+from flowcli.weights import model_from_safetensors
+
+
+@pytest.fixture(autouse=True)
+def two_threads():
+    old = torch.get_num_threads()
+    yield
+    torch.set_num_threads(old)
+
+
+def test_sequence_loss_known_answer():
+    gt = torch.zeros(1, 2, 2, 2)
+    preds = [torch.full((1, 2, 2, 2), 2.0), torch.full((1, 2, 2, 2), 1.0)]
+    valid = torch.ones(1, 2, 2)
+    valid[0, 0, 0] = 0  # ignored pixel
+    loss, m = sequence_loss(preds, gt, valid, gamma=0.5)
+    assert loss.item() == pytest.approx(0.5 * 4 + 1.0 * 2)  # L1 over u+v, weights 0.5, 1
+    assert m["epe"] == pytest.approx(2 ** 0.5)
+
+
+def test_one_cycle_schedule():
+    cfg = TrainConfig(lr=1e-3, warmup_steps=10, total_steps=110)
+    assert lr_at(0, cfg) == pytest.approx(1e-4)
+    assert lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) < lr_at(20, cfg)
+    assert lr_at(110, cfg) == pytest.approx(2e-5)
+
+
+def _update_sensitivity(model: MemFlowNet) -> tuple[float, float]:
+    """(|delta|, change of delta when the correlation features change) through the update block."""
+    torch.manual_seed(0)
+    ub = model.update_block.eval()
+    c = model.cfg
+    h, w = 6, 8
+    flow = torch.randn(1, 2, h, w)
+    corr = torch.randn(1, c.corr_planes, h, w) * 2
+    net, inp = torch.tanh(torch.randn(1, c.hidden_dim, h, w)), torch.relu(torch.randn(1, c.context_dim, h, w))
+    with torch.no_grad():
+        deltas = []
+        for cr in (corr, corr * 1.2):
+            motion, _ = ub.get_motion_and_value(flow, cr)
+            deltas.append(ub(net, inp, motion, motion, need_mask=False)[2])
+        # sensitivity of the features entering the flow head
+        feats = []
+        for cr in (corr, corr * 1.2):
+            motion, _ = ub.get_motion_and_value(flow, cr)
+            feats.append(ub.gru(torch.cat([net, inp, motion, motion], dim=1)))
+    return float(deltas[0].abs().max()), float((feats[0] - feats[1]).abs().mean() / feats[0].abs().mean())
+
+
+def test_init_for_training_starts_at_zero_flow_and_keeps_the_correlation_signal():
+    torch.manual_seed(0)
+    default = MemFlowNet(CPU_SMALL)
+    _, sens_default = _update_sensitivity(default)
+    model = init_for_training(MemFlowNet(CPU_SMALL))
+    delta, sens = _update_sensitivity(model)
+    assert delta == 0.0                 # the flow head's last layer starts at zero
+    assert sens > 10 * sens_default     # a change in the correlation reaches the update's output
+    assert sens > 0.02
+
+
+def test_train_runs_resumes_and_saves_loadable_weights(tmp_path):
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), total_steps=10, max_steps=2, batch_size=2, height=64, width=96,
+                      iters=2, workers=0, save_every=1, eval_every=2, eval_clips=1, warmup_steps=2)
+    path = train(cfg)
+    model, meta = model_from_safetensors(path)
+    assert int(meta["step"]) == 2 and model.cfg == CPU_SMALL
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and "eval_epe" in log[-1]
+    path = train(cfg, resume=str(path))  # continues the schedule from the file alone
+    assert int(model_from_safetensors(path)[1]["step"]) == 4
+
+
+def test_train_predict_runs_and_resumes(tmp_path):
+    cfg = PredictTrainConfig(out_dir=str(tmp_path / "p"), total_steps=10, max_steps=2, batch_size=2, height=64,
+                             width=96, workers=0, save_every=1, eval_every=2, eval_clips=1, warmup_steps=2)
+    path = train_predict(cfg)
+    model, meta = model_from_safetensors(path)
+    assert model.cfg == CPU_SMALL_P and model.cfg.predict and int(meta["step"]) == 2
+    last = [json.loads(line) for line in (tmp_path / "p" / "log.jsonl").read_text().splitlines()][-1]
+    assert last["eval_epe"] > 0 and last["eval_baseline_epe"] > 0
+    assert int(model_from_safetensors(train_predict(cfg, resume=str(path)))[1]["step"]) == 4
+
+
+def test_untrained_predictor_is_the_forward_warped_past_flow():
+    """With the zero-initialised flow head, the P model's low-res output is exactly its forward flow."""
+    from flowcli.model import forward_interpolate
+    from flowcli.train_predict import predict_forward
+    model = new_model(PredictTrainConfig()).eval()
+    frames = torch.rand(1, 3, 3, 64, 96) * 255
+    past = torch.zeros(1, 2, 64, 96)
+    past[:, 0] = 8.0  # 1 px on the 1/8 grid
+    low = past_flow_low(past)
+    assert torch.allclose(low[:, 0], torch.ones_like(low[:, 0])) and not low[:, 1].any()
+    with torch.no_grad():
+        up = predict_forward(model, frames, low)
+    inner = up[..., 8:-8, 8:-8]  # convex upsampling pads with zeros at the border, as official
+    assert torch.allclose(inner[:, 0], torch.full_like(inner[:, 0], 8.0), atol=1e-4)
+    assert torch.allclose(inner[:, 1], torch.zeros_like(inner[:, 1]), atol=1e-4)
+    assert torch.equal(forward_interpolate(low[0]), low[0])
+
+
+def test_cli_train_predict(tmp_path):
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--steps", "5", "--max-steps", "1",
+                                 "--size", "96x64", "--batch-size", "2", "--eval-every", "1", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert (out / "latest.safetensors").is_file()
+    r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--init", str(out / "latest.safetensors")])
+    assert r.exit_code == 2 and "--resume" in r.output
