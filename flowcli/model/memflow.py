@@ -45,6 +45,8 @@ class Estimate:
     flow_up: torch.Tensor             # (B,2,8h,8w) in full-resolution pixels
     value: torch.Tensor               # (B,h*w,Cv) memory value of the last iteration (official: pre-update flow)
     predictions: list[torch.Tensor] = field(default_factory=list)  # upsampled flow after every iteration (training)
+    motions: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)  # (flow in, motion features)
+    #   per iteration (training): what the motion encoder saw and produced, for deep supervision
 
 
 def coords_grid(b: int, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -114,12 +116,14 @@ class MemFlowNet(nn.Module):
         past_values = memory.values if memory is not None else None
         read = MemoryReader(ctx.query, keys, past_values, self.cfg.train_avg_length)
         ub = self.update_block
-        net, predictions = ctx.net, []
+        net, predictions, motions = ctx.net, [], []
         for it in range(iters):
             coords1 = coords1.detach()
             corr = corr_fn(coords1).to(dt)
             flow = coords1 - coords0
             motion, value = ub.get_motion_and_value(flow.to(dt), corr)
+            if all_predictions:
+                motions.append((flow, motion))
             value = to_tokens(value)
             readout = from_tokens(read(value), h, w)
             need_mask = all_predictions or it == iters - 1
@@ -129,7 +133,7 @@ class MemFlowNet(nn.Module):
                 predictions.append(upsample_convex(coords1 - coords0, mask.float()))
         flow_low = coords1 - coords0
         flow_up = predictions[-1] if predictions else upsample_convex(flow_low, mask.float())
-        return Estimate(flow_low, flow_up, value, predictions)
+        return Estimate(flow_low, flow_up, value, predictions, motions)
 
     # -- prediction (MemFlow-P) -------------------------------------------------
     def motion_value(self, corr_fn: CorrPyramid, flow: torch.Tensor) -> torch.Tensor:
