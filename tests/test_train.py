@@ -79,7 +79,7 @@ def test_train_runs_resumes_and_saves_loadable_weights(tmp_path):
     model, meta = model_from_safetensors(path)
     assert int(meta["step"]) == 2 and model.cfg == CPU_SMALL
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in log] == [1, 2] and "eval_epe" in log[-1]
+    assert [r["step"] for r in log] == [1, 2] and "eval_epe" in log[-1] and log[0]["motion_aux"] > 0
     path = train(cfg, resume=str(path))  # continues the schedule from the file alone
     assert int(model_from_safetensors(path)[1]["step"]) == 4
 
@@ -121,3 +121,21 @@ def test_cli_train_predict(tmp_path):
     assert (out / "latest.safetensors").is_file()
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--init", str(out / "latest.safetensors")])
     assert r.exit_code == 2 and "--resume" in r.output
+
+
+def test_motion_probe_loss_reads_the_remaining_flow_on_the_low_res_grid():
+    from flowcli.train import MotionProbe
+    probe = MotionProbe(4)
+    torch.nn.init.zeros_(probe.conv.weight)
+    torch.nn.init.zeros_(probe.conv.bias)
+    gt = torch.zeros(1, 2, 16, 24)
+    gt[:, 0] = 8.0                      # 1 px to the right on the 1/8 grid
+    valid = torch.ones(1, 16, 24)
+    motion = torch.zeros(1, 4, 2, 3)
+    at_zero = torch.zeros(1, 2, 2, 3)
+    at_gt = torch.zeros(1, 2, 2, 3)
+    at_gt[:, 0] = 1.0
+    assert probe.loss([(at_zero, motion)], gt, valid).item() == pytest.approx(1.0)
+    assert probe.loss([(at_gt, motion)], gt, valid).item() == pytest.approx(0.0)
+    valid[:, :8] = 0                    # low-res cells with any invalid pixel are ignored
+    assert probe.loss([(at_zero, motion)], gt, valid).item() == pytest.approx(1.0)
