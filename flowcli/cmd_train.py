@@ -1,6 +1,7 @@
 """``flowcli train``: train (or fine-tune) MemFlow weights on CPU."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import click
@@ -58,41 +59,29 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
     if w % 8 or h % 8:
         raise click.BadParameter("width and height must be multiples of 8", param_hint="--size")
     if predict:
-        return _train_predict(out_dir, resume, init, total_steps, max_steps, batch_size, w, h, lr, bf16, threads,
-                              save_every, eval_every, quiet)
-    cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,
-                      height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, bf16=bf16, threads=threads,
-                      save_every=save_every, eval_every=eval_every)
-    bar = progress(total=max_steps or total_steps, desc="train", quiet=quiet, unit="step")
+        from .train_predict import PredictTrainConfig, train_predict
+        if init:
+            raise click.UsageError("--init does not apply to --predict (use --resume)")
+        cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
+                                 batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
+                                 save_every=save_every, eval_every=eval_every)
+        run = functools.partial(train_predict, cfg, resume=resume)
+    else:
+        cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,
+                          height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, bf16=bf16,
+                          threads=threads, save_every=save_every, eval_every=eval_every)
+        run = functools.partial(train, cfg, resume=resume, init=init)
+    bar = progress(total=max_steps or total_steps, desc="train --predict" if predict else "train", quiet=quiet,
+                   unit="step")
 
     def show(rec):
         bar.update(1)
         bar.set_postfix(loss=f"{rec['loss']:.2f}", epe=f"{rec['epe']:.2f}")
         if "eval_epe" in rec:
-            status(f"step {rec['step']}: held-out synthetic EPE {rec['eval_epe']:.3f}", quiet)
+            baseline = (f" (constant velocity {rec['eval_baseline_epe']:.3f})"
+                        if "eval_baseline_epe" in rec else "")
+            status(f"step {rec['step']}: held-out synthetic EPE {rec['eval_epe']:.3f}{baseline}", quiet)
 
     with bar:
-        path = train(cfg, resume=resume, init=init, progress=show)
-    status(f"weights: {path}", quiet)
-
-
-def _train_predict(out_dir, resume, init, total_steps, max_steps, batch_size, w, h, lr, bf16, threads, save_every,
-                   eval_every, quiet):
-    from .train_predict import PredictTrainConfig, train_predict
-    if init:
-        raise click.UsageError("--init does not apply to --predict (use --resume)")
-    cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
-                             batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
-                             save_every=save_every, eval_every=eval_every)
-    bar = progress(total=max_steps or total_steps, desc="train --predict", quiet=quiet, unit="step")
-
-    def show(rec):
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.2f}", epe=f"{rec['epe']:.2f}")
-        if "eval_epe" in rec:
-            status(f"step {rec['step']}: held-out synthetic EPE {rec['eval_epe']:.3f} "
-                   f"(constant velocity {rec['eval_baseline_epe']:.3f})", quiet)
-
-    with bar:
-        path = train_predict(cfg, resume=resume, progress=show)
+        path = run(progress=show)
     status(f"weights: {path}", quiet)

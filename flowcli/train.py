@@ -90,6 +90,16 @@ def init_for_training(model: MemFlowNet, residual_gain: float = 0.1) -> MemFlowN
     return model
 
 
+def optimizer_step(opt: torch.optim.Optimizer, loss: torch.Tensor, grad_clip: float) -> float:
+    """Backward, clip the gradient norm of everything the optimizer updates, step. Returns the norm."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for group in opt.param_groups for p in group["params"]]
+    gnorm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    return float(gnorm)
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """One-cycle: linear warm-up to ``lr``, then cosine decay to ~0 at ``total_steps``."""
     if step < cfg.warmup_steps:
@@ -242,14 +252,11 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
             l, m = sequence_loss(p, batch["flows"][:, ti], batch["valid"][:, ti], cfg.gamma)
             loss = loss + l / len(preds)
             metrics["epe"] += m["epe"] / len(preds)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        gnorm = optimizer_step(opt, loss, cfg.grad_clip)
         step += 1
         samples += batch["frames"].shape[0]
         rec = {"step": step, "loss": float(loss.detach()), **metrics, "lr": lr_at(step - 1, cfg),
-               "gnorm": float(gnorm), "sec": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+               "gnorm": gnorm, "sec": round(time.time() - t0, 1), "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         if step % cfg.eval_every == 0 or step == stop:
             rec["eval_epe"] = evaluate_synthetic(model, cfg, cfg.eval_clips, cfg.infer_iters)
         log.write(json.dumps(rec) + "\n")

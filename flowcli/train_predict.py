@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .model import CPU_SMALL, MemFlowNet, ModelConfig, forward_interpolate
-from .train import MAX_FLOW, init_for_training, lr_at
+from .train import MAX_FLOW, init_for_training, lr_at, optimizer_step
 from .weights import model_from_safetensors, save_safetensors
 
 # The prediction model: the small estimator's widths, official P rule for the softmax scale
@@ -178,14 +178,11 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = predict_forward(model, batch["frames"], past, cfg.channels_last)
         loss, epe = l1_epe(pred.float(), batch["flows"][:, 1], batch["valid"][:, 1])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        gnorm = optimizer_step(opt, loss, cfg.grad_clip)
         step += 1
         samples += batch["frames"].shape[0]
         rec = {"step": step, "loss": float(loss.detach()), "epe": epe, "lr": lr_at(step - 1, cfg),
-               "gnorm": float(gnorm), "sec": round(time.time() - t0, 1)}
+               "gnorm": gnorm, "sec": round(time.time() - t0, 1)}
         if step % cfg.eval_every == 0 or step == stop:
             rec.update(evaluate_synthetic(model, cfg, cfg.eval_clips))
         log.write(json.dumps(rec) + "\n")
