@@ -42,7 +42,8 @@ one moving most unlike the dominant motion is in front); pixels nothing lands
 on (disocclusions, borders) are inpainted from their surroundings.
 
 \b
---weights/--preset choose the MemFlow-P model (presets: things, sintel).
+--weights/--preset choose the MemFlow-P model (default: the shipped
+flowcli-small-p; official presets: things, sintel).
 OUTDIR/flowcli.json records inputs, weights (sha256), options and timings.
 Rerunning the same command resumes: existing outputs are kept and skipped.
 """
@@ -147,7 +148,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
 # The shared options describe the estimation model; say what they mean here.
 _HELP = {
     "weights": "MemFlow-P (prediction) weights: an official MemFlowNet_P .pth with --preset, or a flowcli "
-               ".safetensors prediction model (none are shipped yet).",
+               ".safetensors prediction model (default: the shipped one, `flowcli weights list`).",
     "preset": "Official settings of a MemFlow-P .pth: things or sintel (default things).",
     "iters": "Refinement iterations of the estimator (MemFlow-P itself runs one pass).",
     "warm_start": "Warm-start the estimator from the previous pair's flow (official: off).",

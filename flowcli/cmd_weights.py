@@ -14,23 +14,25 @@ def weights_group():
 @weights_group.command("list")
 @json_option
 def list_cmd(as_json):
-    """Show shipped weights (default marked *) and the official names."""
+    """Show shipped weights (the default of each kind marked *) and the official names."""
     from .weights import OFFICIAL_NAMES, RELEASE_URL, cache_dir, default_name, manifest
     shipped = manifest()
     default = default_name("estimate")
+    defaults = {default, default_name("predict")} - {None}
     official = []
     for name, preset in OFFICIAL_NAMES.items():
         path = cache_dir() / f"{name}.pth"
         official.append({"name": name, "preset": preset, "url": RELEASE_URL.format(file=f"{name}.pth"),
                          "downloaded": path.is_file(), "path": str(path)})
     if as_json:
-        emit_json({"shipped": shipped, "default": default, "official": official, "cache": str(cache_dir())})
+        emit_json({"shipped": shipped, "default": default, "default_predict": default_name("predict"),
+                   "official": official, "cache": str(cache_dir())})
         return
     click.echo("Shipped with flowcli (trained by this project on CPU; see weights/MODEL_CARD.md):")
     if not shipped:
         click.echo("  (none)")
     for e in shipped:
-        mark = "*" if e["name"] == default else " "
+        mark = "*" if e["name"] in defaults else " "
         click.echo(f" {mark} {e['name']:<22} {e.get('kind', 'estimate'):<9} iters {e.get('iters', '?'):<3} "
                    f"{e.get('description', '')}")
     click.echo(f"\nOfficial MemFlow checkpoints (`flowcli weights download NAME`; cache {cache_dir()}):")

@@ -254,3 +254,19 @@ def test_wrong_model_kind_and_usage_errors(tmp_path, conformance_dir, prior_dir,
     monkeypatch.setenv("FLOWCLI_WEIGHTS_DIR", str(tmp_path / "empty"))
     res = CliRunner().invoke(cli, ["predict-next", str(conformance_dir), "-o", str(tmp_path / "c")])
     assert res.exit_code == 1 and "--weights" in res.output and "MemFlow-P" in res.output
+
+
+def test_shipped_prediction_weights_are_the_default(tmp_path, shared_data):
+    """predict-next without --weights uses the shipped MemFlow-P and the shipped estimator (real clip)."""
+    from flowcli.weights import default_name
+    assert default_name("predict") == "flowcli-small-p"
+    p = load_weights(None, kind="predict")
+    assert p.model.cfg.predict and p.iters == 1
+    out = tmp_path / "pred"
+    r = _run(["predict-next", str(shared_data / "videos" / "cat.mp4"), "-o", str(out), "--end", "3",
+              "--max-side", "128", "--iters", "2", "--json", "--quiet"])
+    rec = json.loads(r.output)
+    assert rec["weights"]["name"] == "flowcli-small-p" and rec["estimate_weights"]["name"] == "flowcli-small"
+    flows = sorted(out.glob("*.flo"))
+    assert [f.name for f in flows] == ["000001.flo", "000002.flo"]
+    assert np.isfinite(read_flow(flows[0])).all()
