@@ -347,6 +347,16 @@ def evaluate(model_or_method: Any, root: str | os.PathLike, layout: str, *, iter
     return report
 
 
+def timed_push(stream: Any, path: Path, image: np.ndarray, **kwargs: Any) -> tuple[Any, float]:
+    """``stream.push(image, **kwargs)`` and its seconds; a frame the stream refuses is an InputError naming it."""
+    t0 = time.perf_counter()
+    try:
+        out = stream.push(image, **kwargs)
+    except ValueError as exc:
+        raise InputError(f"{path}: {exc}") from exc
+    return out, time.perf_counter() - t0
+
+
 def _run(stream: Any, seqs: list[EvalSequence]) -> Iterator[PairRow]:
     for seq in seqs:
         if not seq.pairs:
@@ -362,12 +372,7 @@ def _run(stream: Any, seqs: list[EvalSequence]) -> Iterator[PairRow]:
             if pair is None and not stream.needs_history:
                 stream.prime(image)
                 continue
-            t0 = time.perf_counter()
-            try:
-                flow = stream.push(image)
-            except ValueError as exc:
-                raise InputError(f"{path}: {exc}") from exc
-            seconds = time.perf_counter() - t0
+            flow, seconds = timed_push(stream, path, image)
             if pair is not None:
                 yield PairRow(seq.name, pair.index, seq.frame_paths[pair.index].name, seconds,
                               pair_metrics(flow, pair))

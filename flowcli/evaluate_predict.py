@@ -33,7 +33,7 @@ from scipy.interpolate import griddata
 
 from .datasets import EvalSequence, find_sequences
 from .errors import InputError
-from .evaluate import EvalReport, PairRow, _read_gt, pair_metrics
+from .evaluate import EvalReport, PairRow, _read_gt, pair_metrics, timed_push
 from .sources import read_image_rgb
 
 __all__ = ["BASELINE", "PAST_FLOWS", "constant_velocity", "scored_pairs", "PredictEvaluation", "evaluate_predict"]
@@ -166,13 +166,7 @@ def _run_estimate(stream: Any, seqs: list[EvalSequence]) -> Iterator[tuple[PairR
         targets = scored_pairs(seq, "estimate")
         stream.reset()
         for t in range(0, max(targets) + 1):
-            image = read_image_rgb(seq.frame_paths[t])
-            t0 = time.perf_counter()
-            try:
-                step = stream.push(image)
-            except ValueError as exc:
-                raise InputError(f"{seq.frame_paths[t]}: {exc}") from exc
-            seconds = time.perf_counter() - t0
+            step, seconds = timed_push(stream, seq.frame_paths[t], read_image_rgb(seq.frame_paths[t]))
             if t in pairs and t >= 1:
                 yield _rows(seq, pairs[t], t, step.flow, seconds, step.past_flow)
 
@@ -188,11 +182,7 @@ def _run_gt(stream: Any, seqs: list[EvalSequence]) -> Iterator[tuple[PairRow, Pa
             if last_pushed != t - 1:
                 stream.reset()
                 stream.prime(read_image_rgb(seq.frame_paths[t - 1]))
-            t0 = time.perf_counter()
-            try:
-                step = stream.push(frame_t, past_flow=np.nan_to_num(past_flow, nan=0.0))
-            except ValueError as exc:
-                raise InputError(f"{seq.frame_paths[t]}: {exc}") from exc
-            seconds = time.perf_counter() - t0
+            # NaN (unknown) past vectors count as zero motion for the predictor, as in predict-next
+            step, seconds = timed_push(stream, seq.frame_paths[t], frame_t, past_flow=past_flow)
             last_pushed = t
             yield _rows(seq, pairs[t], t, step.flow, seconds, past_flow)
