@@ -54,6 +54,37 @@ def conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
                  conv.groups, "gelu", [], "none")
 
 
+def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """gelu(x + conv(x)) in one oneDNN call, for a square 'same' conv with as many outputs as inputs.
+
+    The residual is folded into the weights (identity added to the kernel's centre tap), so the add
+    and the GELU become post-ops of one convolution instead of two more passes over the tensor.
+    oneDNN cannot fuse a GELU after its binary add, hence the fold. The folded kernel is made once
+    per weight version and cached on the module.
+    """
+    if x.dtype != torch.float32:
+        raise TypeError("the identity fold is exact only in float32")
+    weight, bias = _with_identity(conv)
+    return _op()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                 conv.groups, "gelu", [], "none")
+
+
+def _with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (weight + identity, bias) of ``conv``, cached until its weights change."""
+    key = (id(conv.weight), conv.weight._version, conv.bias._version, conv.weight.dtype, conv.weight.device)
+    cached = getattr(conv, "_identity_fold", None)
+    if cached is None or cached[0] != key:
+        w = conv.weight.detach().float().clone()
+        kh, kw = w.shape[-2] // 2, w.shape[-1] // 2
+        if conv.groups == 1:  # pointwise C->C: W + I
+            w[:, :, kh, kw] += torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
+        else:                 # depthwise: centre tap + 1
+            w[:, 0, kh, kw] += 1
+        cached = (key, w.contiguous(memory_format=torch.channels_last), conv.bias.detach().float())
+        conv._identity_fold = cached
+    return cached[1], cached[2]
+
+
 def conv_add(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """conv(x) + other in one oneDNN call."""
     return _op().binary(x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride),

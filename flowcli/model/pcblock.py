@@ -36,25 +36,36 @@ class PCBlock(nn.Module):
         self.pw = nn.Conv2d(c_in, c_in, 1)
         self.ffn2 = _ffn(c_in, c_out)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gelu: bool = False) -> torch.Tensor:
+        """``gelu=True`` returns gelu(block(x)), fused into the last convolution on the fast path."""
         if fused.usable(x):
-            return self._forward_fused(x)
+            return self._forward_fused(x, gelu)
         x = F.gelu(x + self.ffn1(x))
         x = self._depthwise(x)
         x = F.gelu(x + self.pw(x))
-        return self.ffn2(x)
+        x = self.ffn2(x)
+        return F.gelu(x) if gelu else x
 
-    def _forward_fused(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_fused(self, x: torch.Tensor, gelu: bool) -> torch.Tensor:
         """Same as forward, with GELUs and residual adds done as oneDNN conv post-ops."""
         x = F.gelu(fused.conv_add(fused.conv_gelu(x, self.ffn1[0]), x, self.ffn1[2]))
-        x = self._depthwise(x)
-        x = F.gelu(fused.conv_add(x, x, self.pw))
-        return self.ffn2[2](fused.conv_gelu(x, self.ffn2[0]))
+        x = self._depthwise(x, fold=True)
+        if x.dtype == torch.float32:
+            x = fused.residual_conv_gelu(x, self.pw)
+        else:  # bfloat16 weights cannot hold W + I exactly
+            x = F.gelu(fused.conv_add(x, x, self.pw))
+        x = fused.conv_gelu(x, self.ffn2[0])
+        return fused.conv_gelu(x, self.ffn2[2]) if gelu else self.ffn2[2](x)
 
-    def _depthwise(self, x: torch.Tensor) -> torch.Tensor:
+    def _depthwise(self, x: torch.Tensor, fold: bool = False) -> torch.Tensor:
+        """x <- gelu(x + dw(x)) per kernel. ``fold`` (fast path): one fused float32 call per kernel
+        (see fused.residual_conv_gelu); a bfloat16 input is converted for it and back."""
         for conv in self.conv_list:
             if conv.kernel_size == (1, 1):
                 y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
+            elif fold:
+                x = fused.residual_conv_gelu(x.float(), conv).to(x.dtype)
+                continue
             elif x.dtype == torch.bfloat16 and x.device.type == "cpu":
                 weight, bias = _float_weights(conv)
                 y = F.conv2d(x.float(), weight, bias, padding=conv.padding, groups=conv.groups).to(x.dtype)
