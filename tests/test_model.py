@@ -58,6 +58,20 @@ def test_small_input_translation_is_recovered_by_correlation_level():
     assert torch.count_nonzero(last[0, :, 0, 0]) == 1
 
 
+@pytest.mark.parametrize("hw", [(7, 13), (8, 1), (20, 30)])
+def test_pyramid_levels_equal_pooling_the_volume(hw):
+    """Levels built from pooled fmap2 equal the official rule (pool the level-0 volume), odd sides too."""
+    from flowcli.model.corr import CorrPyramid, _pool_keep_one
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(2, 16, *hw), torch.randn(2, 16, *hw)
+    pyr = CorrPyramid(f1, f2.contiguous(memory_format=torch.channels_last), levels=4, radius=2)
+    level = torch.einsum("bdp,bdq->bpq", f1.flatten(2), f2.flatten(2)).reshape(-1, 1, *hw) / 4.0
+    for got in pyr.pyramid:
+        assert got.shape == level.shape
+        torch.testing.assert_close(got, level, atol=1e-5, rtol=1e-5)
+        level = _pool_keep_one(level)
+
+
 def test_run_size_and_resize_flow():
     assert run_size(436, 1024, max_side=512) == (218, 512)
     assert run_size(100, 200, scale=0.5) == (50, 100)

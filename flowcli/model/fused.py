@@ -54,6 +54,34 @@ def conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
                  conv.groups, "gelu", [], "none")
 
 
+def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) -> torch.Tensor:
+    """[relu](bn(conv(x))) for an eval-mode BatchNorm, as one oneDNN call.
+
+    Eval-mode batch norm is a per-channel affine map, so it is folded into the conv's weights
+    and bias (computed in float64, cached until any of the tensors changes).
+    """
+    weight, bias = _bn_folded(conv, bn)
+    return _op()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                 conv.groups, "relu" if relu else "none", [], "")
+
+
+def _bn_folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    tensors = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+    if conv.bias is not None:
+        tensors.append(conv.bias)
+    key = tuple((id(t), t._version) for t in tensors) + (conv.weight.dtype, conv.weight.device)
+    cached = getattr(conv, "_bn_fold", None)
+    if cached is None or cached[0] != key:
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+        weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
+        bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
+        dt = conv.weight.dtype
+        cached = (key, weight.to(dt).contiguous(memory_format=torch.channels_last), bias.to(dt))
+        conv._bn_fold = cached
+    return cached[1], cached[2]
+
+
 def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """gelu(x + conv(x)) in one oneDNN call, for a square 'same' conv with as many outputs as inputs.
 
