@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from .allocator import tune_malloc
 from .model import InputPadder, MemFlowNet, forward_interpolate
 
 
@@ -128,6 +129,7 @@ def prepare_model(model: MemFlowNet, precision: str, device: torch.device) -> Me
         model = copy.deepcopy(model).to(torch.bfloat16)
     if device.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
+        tune_malloc()  # reuse per-frame memory instead of faulting it in again (see flowcli.allocator)
     return model
 
 
