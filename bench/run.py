@@ -225,11 +225,12 @@ def predict_available() -> str:
     return ""
 
 
-def plan_predict(args) -> list[Job]:
+def plan_predict(args, precisions) -> list[Job]:
     if predict_available():
         return []
-    return [worker_job(f"predict {sz(hw)}", {"kind": "predict", "size": list(hw), "frames": args.frames,
-                                             "warmup": args.warmup}, args.threads) for hw in args.sizes]
+    return [worker_job(f"predict {sz(hw)} {p}", {"kind": "predict", "size": list(hw), "frames": args.frames,
+                                                 "warmup": args.warmup, "precision": p}, args.threads)
+            for hw in args.sizes for p in precisions]
 
 
 def plan_e2e(args, tmp: Path) -> list[Job]:
@@ -391,7 +392,7 @@ def report_precision(args, res, results, precisions, note):
     print("EPE vs GT means something only with trained (shipped) weights; the conformance weights are random.")
 
 
-def report_predict(args, res, results):
+def report_predict(args, res, results, precisions):
     section(f"MemFlow-P prediction loop (flowcli.predict.PredictStream, past flows given; {args.threads} threads)")
     if predict_available():
         print(f"skipped: {predict_available()}")
@@ -399,17 +400,18 @@ def report_predict(args, res, results):
         return
     rows, out = [], []
     for hw in args.sizes:
-        r = res[f"predict {sz(hw)}"]
-        r["size"] = list(hw)
-        rows.append(r)
-        if error_of(r):
-            out.append([sz(hw), f"skipped/failed: {error_of(r)[:70]}", "", "", ""])
-            continue
-        q = OFFICIAL_QUOTED_PREDICT.get(hw) if args.threads == QUOTED_THREADS else None
-        out.append([sz(hw), fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2), f"{q[0]} s, {q[1]} GB" if q else "-",
-                    ratio(q[0], r["median_s"]) if q else "-"])
+        for p in precisions:
+            r = res[f"predict {sz(hw)} {p}"]
+            r.update(size=list(hw), precision=p)
+            rows.append(r)
+            if error_of(r):
+                out.append([sz(hw), p, f"skipped/failed: {error_of(r)[:70]}", "", "", ""])
+                continue
+            q = OFFICIAL_QUOTED_PREDICT.get(hw) if args.threads == QUOTED_THREADS else None
+            out.append([sz(hw), p, fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2),
+                        f"{q[0]} s, {q[1]} GB (fp32)" if q else "-", ratio(q[0], r["median_s"]) if q else "-"])
     results["predict"] = rows
-    print(table(["size", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
+    print(table(["size", "precision", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
 
 
 def report_e2e(args, res, results):
@@ -481,7 +483,7 @@ def main(argv=None) -> int:
         if "precision" in args.only:
             plan += plan_precision(args, precisions)
         if "predict" in args.only:
-            plan += plan_predict(args)
+            plan += plan_predict(args, precisions)
         if "e2e" in args.only:
             plan += plan_e2e(args, Path(tmp))
         print(f"\nrunning {len(plan)} configurations, each in a fresh process"
@@ -497,7 +499,7 @@ def main(argv=None) -> int:
     if "precision" in args.only:
         report_precision(args, res, results, precisions, note)
     if "predict" in args.only:
-        report_predict(args, res, results)
+        report_predict(args, res, results, precisions)
     if "e2e" in args.only:
         report_e2e(args, res, results)
     if "batch" in args.only:

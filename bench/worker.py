@@ -212,7 +212,7 @@ def task_predict(task: dict) -> dict:
     frames = TextureFrames(h, w, task.get("seed", 0))
     torch.manual_seed(task.get("seed", 0))
     model = MemFlowNet(get_preset("sintel", "predict").config).eval()
-    stream = PredictStream(model, StreamOptions(iters=1))
+    stream = PredictStream(model, StreamOptions(iters=1, precision=task.get("precision", "fp32")))
     hp, wp = InputPadder(h, w).padded_size
     low = torch.zeros(1, 2, hp // 8, wp // 8)
     low[:, 0], low[:, 1] = 0.25, 0.125  # the texture moves (+2, +1) px per frame

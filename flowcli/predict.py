@@ -107,11 +107,11 @@ class PredictStream:
             raise ValueError("the estimator must be an estimation model, not MemFlowNet-P")
         self.opt = options or StreamOptions()
         self.device = torch.device(device)
-        self.model = prepare_model(model, "fp32", self.device)
+        self.model = prepare_model(model, self.opt.precision, self.device)
+        self.dtype = torch.bfloat16 if self.opt.precision == "bf16" else torch.float32
         self.estimator = FlowStream(estimator, self.opt, self.device) if estimator is not None else None
         # share feature maps only if they are what the P model's own fnet would compute
-        self.shared_fnet = (estimator is not None and fnets_equal(model, estimator)
-                            and getattr(self.estimator, "dtype", torch.float32) == torch.float32)
+        self.shared_fnet = estimator is not None and fnets_equal(model, estimator)
         self.reset()
 
     def reset(self) -> None:
@@ -139,7 +139,7 @@ class PredictStream:
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
         self.geometry = Geometry.check(self.geometry, image, self.opt)
-        return image_to_input(image, self.geometry, self.device)
+        return image_to_input(image, self.geometry, self.device, self.dtype)
 
     def _encode(self, image: np.ndarray, prime: bool):
         """Feed the estimator (if any); return (P input, P fmap, estimated full-res flow, its flow_low)."""
@@ -154,7 +154,7 @@ class PredictStream:
             est_flow = est.push(image)
         if self.size is None:  # take over the estimator's geometry
             self.geometry = est.geometry
-        x = est.prev_input.float()  # the P model runs in float32 whatever the estimator's precision
+        x = est.prev_input  # same precision as the P model (both follow the options)
         fmap = est.prev_fmap if self.shared_fnet else self.model.encode_features(x)
         return x, fmap, est_flow, (est.prev_flow_low if est_flow is not None else None)
 
@@ -355,7 +355,8 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
     past = {"prior_flows": str(Path(job.prior_flows).resolve())} if job.prior_flows is not None else \
         {"estimator": estimate_sha, "iters": o.iters, "warm_start": o.warm_start}
     return json.dumps({"command": "predict-next", "weights": weights_sha, **past, "max_side": o.max_side,
-                       "scale": o.scale, "start": start, "step": step, "input": source_name}, sort_keys=True)
+                       "scale": o.scale, "precision": o.precision, "start": start, "step": step,
+                       "input": source_name}, sort_keys=True)
 
 
 def _write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> int:

@@ -98,6 +98,32 @@ def test_stream_with_prior_flow_files_matches_official(conformance_dir, pred_vec
     assert not np.allclose(steps[4].flow, steps[3].flow)
 
 
+@pytest.mark.parametrize("with_estimator", [False, True])
+def test_bf16_prediction_stays_close_to_fp32(conformance_dir, p_model, est_model, prior_dir, with_estimator):
+    """--precision bf16 runs MemFlow-P (and its estimator) in bfloat16: same predictions within
+    0.05 px mean end-point difference on the conformance clip; the fp32 stream is the conformant one."""
+    def run(precision):
+        opts = StreamOptions(iters=4, precision=precision)
+        stream = PredictStream(p_model, opts, estimator=est_model if with_estimator else None)
+        out = []
+        with open_source(str(conformance_dir)) as src:
+            prev = None
+            for frame in src:
+                past = None
+                if prev is not None and not with_estimator:
+                    past = read_prior_flow(prior_dir, prev.index, frame.index, frame.image.shape[:2])
+                step = stream.push(frame.image, past_flow=past)
+                assert step.flow.dtype == np.float32 and step.flow_low.dtype == torch.float32
+                out.append(step.flow)
+                prev = frame
+        return stream, np.stack(out)
+    s32, fp32 = run("fp32")
+    s16, bf16 = run("bf16")
+    assert s16.model.motion_prompt.dtype == torch.bfloat16 and s32.model.motion_prompt.dtype == torch.float32
+    diff = np.linalg.norm(fp32 - bf16, axis=-1)
+    assert np.isfinite(bf16).all() and 0 < diff.mean() <= 0.05, diff.mean()
+
+
 def test_prior_flow_to_low_res_is_official_resize():
     flow = np.zeros((100, 124, 2), np.float32)
     flow[..., 0], flow[..., 1] = 4.0, -2.0

@@ -139,8 +139,9 @@ class MemFlowNet(nn.Module):
     def motion_value(self, corr_fn: CorrPyramid, flow: torch.Tensor) -> torch.Tensor:
         """Memory value of a pair whose flow is known: motion features at coords0 + flow."""
         b, _, h, w = flow.shape
-        coords = coords_grid(b, h, w, flow.device, flow.dtype) + flow
-        _, value = self.update_block.get_motion_and_value(flow, corr_fn(coords))
+        dt = self.motion_prompt.dtype if self.cfg.predict else self.fnet.conv1.weight.dtype
+        coords = coords_grid(b, h, w, flow.device, torch.float32) + flow.float()
+        _, value = self.update_block.get_motion_and_value(flow.to(dt), corr_fn(coords).to(dt))
         return to_tokens(value)
 
     def predict(self, ctx: Context, memory: KeyValueMemory, forward_flow: torch.Tensor
@@ -152,6 +153,6 @@ class MemFlowNet(nn.Module):
         if memory.keys is not None:
             readout = memory_readout(ctx.query, memory.keys, memory.values, self.cfg.train_avg_length)
             glob = glob + self.update_block.aggregator.gamma * from_tokens(readout, h, w)
-        mask, delta = self.update_block.predict(ctx.inp, glob, forward_flow)
-        flow_low = delta + forward_flow
-        return flow_low, upsample_convex(flow_low, mask)
+        mask, delta = self.update_block.predict(ctx.inp, glob, forward_flow.to(ctx.inp.dtype))
+        flow_low = delta.float() + forward_flow.float()  # flow stays float32 in the bf16 path
+        return flow_low, upsample_convex(flow_low, mask.float())
