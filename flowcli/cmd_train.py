@@ -21,9 +21,10 @@ optimizer state: resuming needs only that file; the step count and the
 learning-rate schedule position are in its metadata). OUT/log.jsonl has
 one line per step (loss, EPE, lr) and periodic held-out synthetic EPE.
 With --predict the model is MemFlow-P: it learns the flow 1 -> 2 of 3-frame
-clips from frame 1 and the past flow 0 -> 1 (the GT, or a corrupted GT
-standing in for an estimate); the log also has the held-out EPE of the
-constant-velocity baseline. --frames and --iters do not apply to it.
+clips from frame 1 and the past flow 0 -> 1 (the GT; half the time a
+corrupted GT; with --estimated-past, the estimator's flow for a share of the
+samples); the log also has the held-out EPE of the constant-velocity
+baseline. --frames and --iters do not apply to it.
 """
 
 
@@ -47,9 +48,12 @@ constant-velocity baseline. --frames and --iters do not apply to it.
 @click.option("--save-every", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1, None), default=250, show_default=True)
 @click.option("--predict", "predict", is_flag=True, help="Train MemFlow-P (next-frame prediction) instead.")
+@click.option("--estimated-past", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="With --predict: fraction of samples whose past flow is the shipped estimator's output "
+                   "(as predict-next gives it) instead of the GT; costs one estimation per such sample.")
 @quiet_option
 def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, bf16,
-              threads, save_every, eval_every, predict, quiet):
+              threads, save_every, eval_every, predict, estimated_past, quiet):
     """Train MemFlow weights from procedurally generated clips with exact ground truth."""
     from .cmd_estimate import parse_size
     from .train import TrainConfig, train
@@ -58,13 +62,15 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
     w, h = parse_size(size)
     if w % 8 or h % 8:
         raise click.BadParameter("width and height must be multiples of 8", param_hint="--size")
+    if estimated_past and not predict:
+        raise click.UsageError("--estimated-past applies to --predict")
     if predict:
         from .train_predict import PredictTrainConfig, train_predict
         if init:
             raise click.UsageError("--init does not apply to --predict (use --resume)")
         cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
                                  batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
-                                 save_every=save_every, eval_every=eval_every)
+                                 save_every=save_every, eval_every=eval_every, estimated_past=estimated_past)
         run = functools.partial(train_predict, cfg, resume=resume)
     else:
         cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,

@@ -7,9 +7,11 @@ value of the past flow, under frame 0's context key; forward warp flow =
 frame 1's context alone. The loss is the L1 end-point loss of the upsampled
 prediction against the GT of 1 -> 2.
 
-The past flow is the GT (official ``use_gt=True``) or, with probability
-``noisy_past``, a corrupted GT standing in for an estimator's output (blurred,
-scaled, with noise), so the model learns not to trust the past flow blindly.
+The past flow is the GT (official ``use_gt=True``); with probability
+``estimated_past``, an estimation model's flow for 0 -> 1 (what ``predict-next``
+feeds it without ``--prior-flows``, official ``use_gt=False``); with probability
+``noisy_past``, a corrupted GT (blurred, scaled, with noise). The last two teach
+the model not to trust the past flow blindly.
 The single pass costs one update block and no refinement loop, so steps are
 cheap. The flow head's last layer starts at zero: an untrained model then
 predicts the (1/8-grid) constant-velocity flow, and training learns
@@ -50,6 +52,9 @@ class PredictTrainConfig:
     warmup_steps: int = 100
     grad_clip: float = 1.0
     noisy_past: float = 0.5       # probability of a corrupted past flow instead of the GT
+    estimated_past: float = 0.0   # probability of the estimator's past flow instead of the GT
+    estimator: str | None = None  # estimation weights for that (None: the shipped default)
+    estimator_iters: int | None = None  # its iterations (None: the weights' own)
     bf16: bool = True             # bfloat16 autocast on CPU (AMX), as flowcli.train
     channels_last: bool = True
     threads: int = 2
@@ -74,6 +79,49 @@ def corrupt(flow_low: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     scale = 1 + 0.15 * torch.randn(b, 1, 1, 1, generator=gen)
     noise = torch.randn(flow_low.shape, generator=gen) * (0.1 + 0.1 * flow_low.abs())
     return smooth * scale + noise
+
+
+class PastEstimator:
+    """The estimation model that supplies estimated past flows while training (no gradients).
+
+    Same computation as the estimator inside ``PredictStream`` for a sequence's first pair
+    (empty memory): the refined flow 0 -> 1 on the 1/8 grid.
+    """
+
+    def __init__(self, weights: str | None, iters: int | None):
+        from .engine import prepare_model
+        from .weights import load_weights
+        loaded = load_weights(weights, kind="estimate")
+        self.name, self.iters = loaded.name, iters or loaded.iters
+        self.model = prepare_model(loaded.model, "fp32", torch.device("cpu"))
+
+    @torch.no_grad()
+    def __call__(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames (B,>=2,3,H,W) 0..255 -> (B,2,H/8,W/8) estimated flow 0 -> 1, 1/8-grid pixels."""
+        x = (2 * (frames[:, :2] / 255.0) - 1).contiguous()
+        x0 = x[:, 0].contiguous(memory_format=torch.channels_last)
+        x1 = x[:, 1].contiguous(memory_format=torch.channels_last)
+        m = self.model
+        est = m.estimate(m.encode_context(x0), m.encode_features(x0), m.encode_features(x1), None, self.iters)
+        return est.flow_low.float()
+
+
+def choose_past(gt_low: torch.Tensor, frames: torch.Tensor, cfg: PredictTrainConfig, gen: torch.Generator,
+                estimator: PastEstimator | None) -> torch.Tensor:
+    """Per sample: the estimator's flow (p = estimated_past), a corrupted GT (p = noisy_past) or the GT."""
+    u = torch.rand(gt_low.shape[0], generator=gen)
+    past = gt_low
+    noisy = (u >= cfg.estimated_past) & (u < cfg.estimated_past + cfg.noisy_past)
+    if noisy.any():
+        past = torch.where(noisy[:, None, None, None], corrupt(gt_low, gen), past)
+    estimated = u < cfg.estimated_past
+    if estimated.any():
+        if estimator is None:
+            raise ValueError("estimated_past > 0 needs an estimator")
+        idx = estimated.nonzero().flatten()
+        past = past.clone()
+        past[idx] = estimator(frames[idx])
+    return past
 
 
 def predict_forward(model: MemFlowNet, frames: torch.Tensor, past_low: torch.Tensor,
@@ -162,6 +210,9 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     loader = DataLoader(SynthClipDataset(10_000_000, cfg.seed * 1_000_003 + start, params),
                         batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     gen = torch.Generator().manual_seed(cfg.seed + start)
+    if not 0 <= cfg.estimated_past + cfg.noisy_past <= 1:
+        raise ValueError("estimated_past + noisy_past must be within [0, 1]")
+    estimator = PastEstimator(cfg.estimator, cfg.estimator_iters) if cfg.estimated_past > 0 else None
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
     log = open(out / "log.jsonl", "a")
     latest = out / "latest.safetensors"
@@ -171,10 +222,7 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
         batch = next(data)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        past = past_flow_low(batch["flows"][:, 0])
-        noisy = torch.rand(past.shape[0], generator=gen) < cfg.noisy_past
-        if noisy.any():
-            past = torch.where(noisy[:, None, None, None], corrupt(past, gen), past)
+        past = choose_past(past_flow_low(batch["flows"][:, 0]), batch["frames"], cfg, gen, estimator)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
             pred = predict_forward(model, batch["frames"], past, cfg.channels_last)
         loss, epe = l1_epe(pred.float(), batch["flows"][:, 1], batch["valid"][:, 1])

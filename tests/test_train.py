@@ -95,6 +95,28 @@ def test_train_predict_runs_and_resumes(tmp_path):
     assert int(model_from_safetensors(train_predict(cfg, resume=str(path)))[1]["step"]) == 4
 
 
+def test_predictor_training_mixes_gt_corrupted_and_estimated_past_flows():
+    """choose_past: estimated samples carry the shipped estimator's flow 0 -> 1, the others GT or corrupted GT."""
+    from flowcli.synth import ClipParams, generate_clip
+    from flowcli.train_predict import PastEstimator, choose_past
+    clips = [generate_clip(10_000_000 + i, ClipParams(height=64, width=96, num_frames=3)) for i in range(4)]
+    frames = torch.stack([torch.stack([torch.from_numpy(f).permute(2, 0, 1).float() for f in c.frames])
+                          for c in clips])
+    gt = past_flow_low(torch.stack([torch.from_numpy(c.flows[0]).permute(2, 0, 1) for c in clips]))
+    estimator = PastEstimator(None, iters=2)
+    expected = estimator(frames)
+    assert expected.shape == gt.shape and not torch.allclose(expected, gt)
+    cfg = PredictTrainConfig(estimated_past=1.0, noisy_past=0.0)
+    torch.testing.assert_close(choose_past(gt, frames, cfg, torch.Generator().manual_seed(0), estimator), expected)
+    cfg = PredictTrainConfig(estimated_past=0.0, noisy_past=0.0)
+    assert torch.equal(choose_past(gt, frames, cfg, torch.Generator().manual_seed(0), None), gt)
+    cfg = PredictTrainConfig(estimated_past=0.5, noisy_past=0.5)
+    mixed = choose_past(gt, frames, cfg, torch.Generator().manual_seed(3), estimator)
+    kinds = ["est" if torch.allclose(m, e) else "gt" if torch.equal(m, g) else "noisy"
+             for m, e, g in zip(mixed, expected, gt)]
+    assert "gt" not in kinds and set(kinds) <= {"est", "noisy"}
+
+
 def test_untrained_predictor_is_the_forward_warped_past_flow():
     """With the zero-initialised flow head, the P model's low-res output is exactly its forward flow."""
     from flowcli.model import forward_interpolate
@@ -116,9 +138,13 @@ def test_untrained_predictor_is_the_forward_warped_past_flow():
 def test_cli_train_predict(tmp_path):
     out = tmp_path / "cli"
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--steps", "5", "--max-steps", "1",
-                                 "--size", "96x64", "--batch-size", "2", "--eval-every", "1", "--quiet"])
+                                 "--size", "96x64", "--batch-size", "2", "--eval-every", "1", "--quiet",
+                                 "--estimated-past", "0.5"])
     assert r.exit_code == 0, r.output
     assert (out / "latest.safetensors").is_file()
+    assert json.loads((out / "train_config.json").read_text())["estimated_past"] == 0.5
+    r = CliRunner().invoke(cli, ["train", "-o", str(out), "--estimated-past", "0.3"])
+    assert r.exit_code == 2 and "--predict" in r.output
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--init", str(out / "latest.safetensors")])
     assert r.exit_code == 2 and "--resume" in r.output
 
