@@ -72,6 +72,29 @@ def test_pyramid_levels_equal_pooling_the_volume(hw):
         level = _pool_keep_one(level)
 
 
+@pytest.mark.parametrize("norm", ["batch", "instance"])
+def test_encoder_inference_fast_path_equals_module_path(norm):
+    """Folded batch norms (with non-trivial running stats) and in-place instance norms give the same
+    features as the plain modules (NCHW input takes the plain path)."""
+    from flowcli.model.encoder import BasicEncoder
+    torch.manual_seed(0)
+    enc = BasicEncoder(96, norm, (32, 48, 64)).eval()
+    with torch.no_grad():
+        for m in enc.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.inference_mode():
+        plain = enc(x)
+        fast_enc = enc.to(memory_format=torch.channels_last)
+        fast = fast_enc(x.contiguous(memory_format=torch.channels_last))
+    assert fast.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
+
+
 def test_run_size_and_resize_flow():
     assert run_size(436, 1024, max_side=512) == (218, 512)
     assert run_size(100, 200, scale=0.5) == (50, 100)
