@@ -15,17 +15,14 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .attention import to_tokens
+
 
 def _pool_keep_one(x: torch.Tensor) -> torch.Tensor:
     """2x2 average pooling that keeps a side of 1 at 1 instead of shrinking it to 0."""
     kh = 2 if x.shape[-2] > 1 else 1
     kw = 2 if x.shape[-1] > 1 else 1
     return F.avg_pool2d(x, (kh, kw), stride=(kh, kw))
-
-
-def _tokens(x: torch.Tensor) -> torch.Tensor:
-    """(B,D,h,w) -> (B,h*w,D); a view when x is channels-last."""
-    return x.permute(0, 2, 3, 1).reshape(x.shape[0], -1, x.shape[1])
 
 
 class CorrPyramid:
@@ -42,11 +39,11 @@ class CorrPyramid:
         self.radius = radius
         fmap1, fmap2 = fmap1.float(), fmap2.float()  # correlation stays float32 in the bf16 path
         # tokens x tokens^T: ~2x faster here than the (D, h*w) layout of the official code
-        left = _tokens(fmap1)
+        left = to_tokens(fmap1)
         self.pyramid = []
         for _ in range(levels):
             hl, wl = fmap2.shape[-2:]
-            corr = torch.matmul(left, _tokens(fmap2).transpose(1, 2))
+            corr = torch.matmul(left, to_tokens(fmap2).transpose(1, 2))
             self.pyramid.append(corr.div_(math.sqrt(d)).reshape(b * h * w, 1, hl, wl))
             fmap2 = _pool_keep_one(fmap2)
         r = radius

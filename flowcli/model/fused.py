@@ -65,21 +65,28 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) ->
                  conv.groups, "relu" if relu else "none", [], "")
 
 
-def _bn_folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    tensors = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
-    if conv.bias is not None:
-        tensors.append(conv.bias)
-    key = tuple((id(t), t._version) for t in tensors) + (conv.weight.dtype, conv.weight.device)
-    cached = getattr(conv, "_bn_fold", None)
+def derived(module: nn.Module, name: str, sources: list[torch.Tensor], make):
+    """``make()``, computed once and cached on ``module`` as ``name`` until any of ``sources``
+    changes (identity, in-place version, dtype or device): weights derived for inference are made
+    once, not per frame or per iteration, and a load_state_dict or .to() invalidates them."""
+    key = tuple((id(t), t._version, t.dtype, t.device) for t in sources)
+    cached = getattr(module, name, None)
     if cached is None or cached[0] != key:
+        cached = (key, make())
+        setattr(module, name, cached)
+    return cached[1]
+
+
+def _bn_folded(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    def make():
         scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
         bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
         weight = conv.weight.double() * scale.view(-1, 1, 1, 1)
         bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
         dt = conv.weight.dtype
-        cached = (key, weight.to(dt).contiguous(memory_format=torch.channels_last), bias.to(dt))
-        conv._bn_fold = cached
-    return cached[1], cached[2]
+        return weight.to(dt).contiguous(memory_format=torch.channels_last), bias.to(dt)
+    sources = [conv.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var]
+    return derived(conv, "_bn_fold", sources + ([conv.bias] if conv.bias is not None else []), make)
 
 
 def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
@@ -98,19 +105,16 @@ def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
 
 
 def _with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 (weight + identity, bias) of ``conv``, cached until its weights change."""
-    key = (id(conv.weight), conv.weight._version, conv.bias._version, conv.weight.dtype, conv.weight.device)
-    cached = getattr(conv, "_identity_fold", None)
-    if cached is None or cached[0] != key:
+    """float32 (weight + identity, bias) of ``conv``."""
+    def make():
         w = conv.weight.detach().float().clone()
         kh, kw = w.shape[-2] // 2, w.shape[-1] // 2
         if conv.groups == 1:  # pointwise C->C: W + I
             w[:, :, kh, kw] += torch.eye(w.shape[0], dtype=w.dtype, device=w.device)
         else:                 # depthwise: centre tap + 1
             w[:, 0, kh, kw] += 1
-        cached = (key, w.contiguous(memory_format=torch.channels_last), conv.bias.detach().float())
-        conv._identity_fold = cached
-    return cached[1], cached[2]
+        return w.contiguous(memory_format=torch.channels_last), conv.bias.detach().float()
+    return derived(conv, "_identity_fold", [conv.weight, conv.bias], make)
 
 
 def conv_add(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:

@@ -80,9 +80,5 @@ def _float_weights(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
     (not per iteration); recomputed while training, where the weights change every step."""
     if torch.is_grad_enabled():
         return conv.weight.float(), conv.bias.float()
-    cached = getattr(conv, "_fp32_cache", None)
-    key = (id(conv.weight), conv.weight._version, conv.bias._version)  # in-place loads invalidate it
-    if cached is None or cached[0] != key:
-        cached = (key, conv.weight.detach().float(), conv.bias.detach().float())
-        conv._fp32_cache = cached
-    return cached[1], cached[2]
+    return fused.derived(conv, "_fp32_cache", [conv.weight, conv.bias],
+                         lambda: (conv.weight.detach().float(), conv.bias.detach().float()))
