@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import torch
 
-from .allocator import tune_malloc
+from .allocator import release_free_heap, tune_malloc
 from .model import InputPadder, MemFlowNet, forward_interpolate
 
 
@@ -185,6 +185,7 @@ class FlowStream:
         flow_init = None
         if self.opt.warm_start and self.prev_flow_low is not None:
             flow_init = forward_interpolate(self.prev_flow_low[0])[None].to(self.device)
+        release_free_heap()  # before the pair's large buffers: they come on top of the heap (flowcli.allocator)
         est = self.model.estimate(ctx, self.prev_fmap, fmap, self.memory, self.opt.iters, flow_init=flow_init)
         self.memory.add(ctx.key, est.value)
         self.prev_input, self.prev_fmap, self.prev_flow_low = x, fmap, est.flow_low

@@ -59,7 +59,7 @@ class MemoryReader:
     """
 
     def __init__(self, query: torch.Tensor, keys: torch.Tensor, past_values: torch.Tensor | None,
-                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 512):
+                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 128):
         self.query, self.keys, self.past_values = query, keys, past_values
         self.train_avg_length = train_avg_length
         b, n_q, _ = query.shape
@@ -86,7 +86,7 @@ class MemoryReader:
             values = value if self.past_values is None else torch.cat([self.past_values, value], dim=1)
             return memory_readout(self.query, self.keys, values, self.train_avg_length)
         out = torch.matmul(self.attn_cur, value)
-        return out if self.base is None else out + self.base
+        return out if self.base is None else out.add_(self.base)
 
 
 def memory_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,

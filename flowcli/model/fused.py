@@ -48,6 +48,11 @@ def usable(x: torch.Tensor) -> bool:
     return _STATE["ok"]
 
 
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU in place: no new activation-sized buffer on the inference path."""
+    return torch._C._nn.gelu_(x)
+
+
 def conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """gelu(conv(x)) (exact erf GELU) in one oneDNN call."""
     return _op()(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),

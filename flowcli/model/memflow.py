@@ -132,6 +132,7 @@ class MemFlowNet(nn.Module):
             if all_predictions:
                 predictions.append(upsample_convex(coords1 - coords0, mask.float()))
         flow_low = coords1 - coords0
+        del corr_fn, read  # the pair's largest buffers: gone before the upsampling's temporaries are made
         flow_up = predictions[-1] if predictions else upsample_convex(flow_low, mask.float())
         return Estimate(flow_low, flow_up, value, predictions, motions)
 

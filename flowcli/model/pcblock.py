@@ -48,12 +48,12 @@ class PCBlock(nn.Module):
 
     def _forward_fused(self, x: torch.Tensor, gelu: bool) -> torch.Tensor:
         """Same as forward, with GELUs and residual adds done as oneDNN conv post-ops."""
-        x = F.gelu(fused.conv_add(fused.conv_gelu(x, self.ffn1[0]), x, self.ffn1[2]))
+        x = fused.gelu_(fused.conv_add(fused.conv_gelu(x, self.ffn1[0]), x, self.ffn1[2]))
         x = self._depthwise(x, fold=True)
         if x.dtype == torch.float32:
             x = fused.residual_conv_gelu(x, self.pw)
         else:  # bfloat16 weights cannot hold W + I exactly
-            x = F.gelu(fused.conv_add(x, x, self.pw))
+            x = fused.gelu_(fused.conv_add(x, x, self.pw))
         x = fused.conv_gelu(x, self.ffn2[0])
         return fused.conv_gelu(x, self.ffn2[2]) if gelu else self.ffn2[2](x)
 
@@ -61,6 +61,10 @@ class PCBlock(nn.Module):
         """x <- gelu(x + dw(x)) per kernel. ``fold`` (fast path): one fused float32 call per kernel
         (see fused.residual_conv_gelu); a bfloat16 input is converted for it and back."""
         for conv in self.conv_list:
+            if conv.kernel_size == (1, 1) and fold and x.dtype == torch.float32:  # gelu((1 + w) x + b), in place
+                scale, bias = _scale_with_identity(conv)
+                x = fused.gelu_(torch.addcmul(bias, x, scale))
+                continue
             if conv.kernel_size == (1, 1):
                 y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
             elif fold:
@@ -73,6 +77,12 @@ class PCBlock(nn.Module):
                 y = conv(x)
             x = F.gelu(x + y)
         return x
+
+
+def _scale_with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 + w, b) of a 1x1 depthwise conv as (1,C,1,1) tensors: x + (w x + b) = (1 + w) x + b."""
+    return fused.derived(conv, "_scale_cache", [conv.weight, conv.bias],
+                         lambda: ((conv.weight.detach() + 1).view(1, -1, 1, 1), conv.bias.detach().view(1, -1, 1, 1)))
 
 
 def _float_weights(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:

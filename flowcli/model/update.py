@@ -80,11 +80,11 @@ class UpdateBlock(nn.Module):
         inference skips it on the others (``need_mask=False``).
         """
         net = self.gru(torch.cat([net, inp, motion, motion_global], dim=1))
-        mask = 0.25 * self.mask(net) if need_mask else None
+        mask = self.mask(net).mul_(0.25) if need_mask else None  # in place: no second 576-channel map
         return net, mask, self.flow_head(net)
 
     def predict(self, inp, motion_global, forward_flow):
         """MemFlowNet-P single pass. Returns (upsampling mask, delta flow)."""
         parts = [inp, same_layout(motion_global, inp), same_layout(forward_flow, inp)]
         net = self.gru_new(torch.cat(parts, dim=1))
-        return 0.25 * self.mask(net), self.flow_head(net)
+        return self.mask(net).mul_(0.25), self.flow_head(net)
