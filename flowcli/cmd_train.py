@@ -43,6 +43,10 @@ baseline. --frames and --iters do not apply to it.
 @click.option("--iters", type=click.IntRange(1, 32), default=6, show_default=True,
               help="Refinement iterations during training.")
 @click.option("--lr", type=float, default=4e-4, show_default=True)
+@click.option("--max-speed", type=click.FloatRange(0.5, None),
+              help="Largest synthetic layer motion, px/frame at the crop size [default: width/8].")
+@click.option("--speed-exponent", type=click.FloatRange(0.5, 8.0), default=2.5, show_default=True,
+              help="Motions are max-speed * U**exponent: lower means more large motions.")
 @click.option("--bf16/--fp32", default=True, show_default=True, help="bfloat16 autocast on CPU.")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--save-every", type=click.IntRange(1, None), default=50, show_default=True)
@@ -52,8 +56,8 @@ baseline. --frames and --iters do not apply to it.
               help="With --predict: fraction of samples whose past flow is the shipped estimator's output "
                    "(as predict-next gives it) instead of the GT; costs one estimation per such sample.")
 @quiet_option
-def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, bf16,
-              threads, save_every, eval_every, predict, estimated_past, quiet):
+def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, max_speed,
+              speed_exponent, bf16, threads, save_every, eval_every, predict, estimated_past, quiet):
     """Train MemFlow weights from procedurally generated clips with exact ground truth."""
     from .cmd_estimate import parse_size
     from .train import TrainConfig, train
@@ -68,14 +72,17 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
         from .train_predict import PredictTrainConfig, train_predict
         if init:
             raise click.UsageError("--init does not apply to --predict (use --resume)")
+        if max_speed is not None or speed_exponent != 2.5:
+            raise click.UsageError("--max-speed and --speed-exponent apply to the estimator, not --predict")
         cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
                                  batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
                                  save_every=save_every, eval_every=eval_every, estimated_past=estimated_past)
         run = functools.partial(train_predict, cfg, resume=resume)
     else:
         cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,
-                          height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, bf16=bf16,
-                          threads=threads, save_every=save_every, eval_every=eval_every)
+                          height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, max_speed=max_speed,
+                          speed_exponent=speed_exponent, bf16=bf16, threads=threads, save_every=save_every,
+                          eval_every=eval_every)
         run = functools.partial(train, cfg, resume=resume, init=init)
     bar = progress(total=max_steps or total_steps, desc="train --predict" if predict else "train", quiet=quiet,
                    unit="step")

@@ -33,6 +33,8 @@ class TrainConfig:
     height: int = 192
     width: int = 256
     clip_frames: int = 3          # MemFlow learns from 3+ frame clips: pair 2 reads pair 1's memory
+    max_speed: float | None = None  # synthetic max layer speed, px/frame at crop size (None = width / 8)
+    speed_exponent: float = 2.5   # speeds are max_speed * U**exponent: lower = more large motions
     iters: int = 6                # refinement iterations during training
     lr: float = 4e-4
     weight_decay: float = 1e-4
@@ -180,18 +182,24 @@ def clip_forward(model: MemFlowNet, frames: torch.Tensor, iters: int, channels_l
     return out
 
 
+def _clip_params(cfg: TrainConfig):
+    """The synthetic clip distribution for training and for the held-out evaluation."""
+    from .synth import ClipParams
+    return ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames,
+                      max_speed=cfg.max_speed, speed_exponent=cfg.speed_exponent)
+
+
 def _dataset(cfg: TrainConfig, seed: int):
-    from .synth import ClipParams, SynthClipDataset
-    params = ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames)
-    return SynthClipDataset(length=10_000_000, base_seed=seed, params=params)
+    from .synth import SynthClipDataset
+    return SynthClipDataset(length=10_000_000, base_seed=seed, params=_clip_params(cfg))
 
 
 @torch.no_grad()
 def evaluate_synthetic(model: MemFlowNet, cfg: TrainConfig, clips: int, iters: int) -> float:
     """Mean EPE of the last pair over held-out synthetic clips (seeds disjoint from training)."""
-    from .synth import ClipParams, generate_clip
+    from .synth import generate_clip
     model.eval()
-    params = ClipParams(height=cfg.height, width=cfg.width, num_frames=cfg.clip_frames)
+    params = _clip_params(cfg)
     total = 0.0
     for i in range(clips):
         clip = generate_clip(10_000_000 + i, params)

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+import numpy as np
 from click.testing import CliRunner
 
 from flowcli.cli import cli
@@ -147,6 +148,26 @@ def test_cli_train_predict(tmp_path):
     assert r.exit_code == 2 and "--predict" in r.output
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--init", str(out / "latest.safetensors")])
     assert r.exit_code == 2 and "--resume" in r.output
+
+
+def test_cli_train_motion_range(tmp_path):
+    """--max-speed / --speed-exponent set the synthetic motion distribution, and the data follow it."""
+    from flowcli.train import _clip_params
+    from flowcli.synth import generate_clip
+    out = tmp_path / "fast"
+    r = CliRunner().invoke(cli, ["train", "-o", str(out), "--steps", "3", "--max-steps", "1", "--size", "96x64",
+                                 "--batch-size", "1", "--iters", "1", "--eval-every", "5", "--quiet",
+                                 "--max-speed", "40", "--speed-exponent", "1"])
+    assert r.exit_code == 0, r.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["max_speed"] == 40 and saved["speed_exponent"] == 1
+    slow = TrainConfig(height=64, width=96, max_speed=2.0)
+    fast = TrainConfig(height=64, width=96, max_speed=40.0, speed_exponent=1.0)
+    peak = {name: max(float(np.abs(generate_clip(s, _clip_params(c)).flows[0]).max()) for s in range(6))
+            for name, c in (("slow", slow), ("fast", fast))}
+    assert peak["slow"] < 10 < peak["fast"]
+    r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--max-speed", "40"])
+    assert r.exit_code == 2 and "--predict" in r.output
 
 
 def test_motion_probe_loss_reads_the_remaining_flow_on_the_low_res_grid():
