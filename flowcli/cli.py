@@ -101,7 +101,8 @@ def json_option(f: Callable) -> Callable:
 def overwrite_option(f: Callable) -> Callable:
     """``--overwrite``: allow replacing existing outputs (parameter ``overwrite``)."""
     return click.option("--overwrite", is_flag=True,
-                        help="Replace existing output files (refused by default).")(f)
+                        help="Replace existing output files (refused by default). Once the run has finished, "
+                             "outputs of the folder's earlier run that it did not rewrite are removed.")(f)
 
 
 def _json_default(obj: Any) -> Any:

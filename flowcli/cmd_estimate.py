@@ -159,3 +159,5 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
     else:
         status(f"{report.pairs} pairs ({report.written} files written, {report.skipped} skipped) in "
                f"{report.seconds:.1f} s -> {out_dir}", quiet)
+        if report.removed:
+            status(f"removed {report.removed} outputs of the replaced run that this run did not rewrite", quiet)

@@ -20,6 +20,9 @@ engine state (memory, last low-res flow) is saved to ``.flowcli-resume.safetenso
 A rerun skips the pairs already written and restarts the engine from that
 state, so results equal an uninterrupted run. Without a usable state file the
 pairs before the first missing one are recomputed (not rewritten).
+
+``--overwrite`` replaces the folder's earlier run: once the new run has finished,
+the earlier run's outputs that it did not rewrite are removed (flowcli.replaced).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from .atomic import atomic_path
 from .engine import FlowStream, StreamOptions
 from .errors import InputError, OutputExistsError
 from .flowio import write_flow
+from .replaced import carried_ranges, in_range, ranges_metadata, remove_replaced, replaced_ranges
 
 FORMAT_FILES = {"flo": "{i:06d}.flo", "kitti": "{i:06d}.png", "npy": "{i:06d}.npy", "png": "color/{i:06d}.png"}
 STATE_FILE = ".flowcli-resume.safetensors"
@@ -68,6 +72,7 @@ class JobReport:
     written: int = 0
     skipped: int = 0
     recomputed: int = 0
+    removed: int = 0              # --overwrite: outputs of the replaced run that this run did not rewrite
     seconds: float = 0.0
     model_seconds: float = 0.0
     resumed_from_state: bool = False
@@ -88,30 +93,54 @@ def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: in
                        "input": source_name}, sort_keys=True)
 
 
-def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None]:
-    """The saved engine state and the index of its last pair, if it belongs to this job."""
+def _state_metadata(path: Path) -> dict | None:
+    """A state file's metadata (fingerprint, last_index, replaces), or None if there is none."""
     if not path.is_file():
-        return None, None
+        return None
     from safetensors import safe_open
     try:
         with safe_open(str(path), framework="pt") as fh:
-            meta = fh.metadata() or {}
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+            return fh.metadata() or {}
     except Exception:
-        return None, None
+        return None
+
+
+def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, dict | None]:
+    """The saved engine state, the index of its last pair and the file's metadata, if it belongs
+    to this job."""
+    meta = _state_metadata(path)
+    if meta is None:
+        return None, None, None
     if meta.get("fingerprint") != fingerprint:
         raise OutputExistsError(
             f"{path.parent}: holds outputs of a run with other settings or weights; "
             "use --overwrite to replace them or choose another output folder")
-    return tensors, int(meta["last_index"])
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+        return tensors, int(meta["last_index"]), meta
+    except Exception:
+        return None, None, None
 
 
-def _save_state(path: Path, state: dict[str, torch.Tensor], fingerprint: str, last_index: int) -> None:
+def _start_state(path: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, int | None, list]:
+    """(state, its last index, ranges of earlier runs still to clean up) at the start of a job.
+    With ``overwrite`` the state is not used, and the run it belonged to is being replaced."""
+    if overwrite:
+        return None, None, replaced_ranges(_state_metadata(path))
+    state, last_index, meta = _load_state(path, fingerprint)
+    return state, last_index, carried_ranges(meta)
+
+
+def _save_state(path: Path, state: dict[str, torch.Tensor], fingerprint: str, last_index: int,
+                replaces: list | None = None) -> None:
     """Save a stream's ``state()`` snapshot (taken right after the pair was computed)."""
     from safetensors.torch import save_file
     tensors = {k: v.contiguous() for k, v in state.items()}
+    meta = {"fingerprint": fingerprint, "last_index": str(last_index), **ranges_metadata(replaces or [])}
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={"fingerprint": fingerprint, "last_index": str(last_index)})
+        save_file(tensors, str(tmp), metadata=meta)
 
 
 class _VideoSink:
@@ -257,10 +286,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), job, getattr(source, "name", ""), start, step)
     state_path = out / STATE_FILE
-    if job.overwrite:
-        state, resume_index = None, None
-    else:
-        state, resume_index = _load_state(state_path, fingerprint)
+    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
     render_video = job.video
     if job.video and (out / VIDEO_FILE).exists() and not job.overwrite:
         # flow.mp4 appears only when a run completes; with a matching state it is this job's
@@ -294,11 +320,12 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         written = 0 if skip_files else _write_pair(flow, paths, job.overwrite, job.max_flow)
         if video is not None:
             video.add(flow)
-        _save_state(state_path, state, fingerprint, index)
+        _save_state(state_path, state, fingerprint, index, replaces)
         return written
 
     writer = OrderedWriter(finish_pair)
     t_job = time.perf_counter()
+    last_pair = None
     try:
         prev = None
         live = False  # the stream has seen `prev` (primed or pushed)
@@ -306,7 +333,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
             if prev is None:
                 prev = frame
                 continue
-            i = prev.index
+            i = last_pair = prev.index
             paths = job.paths(i)
             done = (not job.overwrite) and bool(paths) and all(p.exists() for p in paths.values())
             report.pairs += 1
@@ -343,8 +370,23 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         if video is not None:
             video.writer.abort()
         raise
+    if replaces:  # finished: drop what the replaced runs wrote and this one did not
+        report.removed = remove_replaced(
+            replaces, candidates=lambda k: [out / name.format(i=k) for name in FORMAT_FILES.values()],
+            kept=lambda k: job.paths(k).values() if in_range(k, start, step, last_pair) else (),
+            extra=[] if job.video else [out / VIDEO_FILE])
+        _save_state_ranges(state_path, [])
     report.seconds = time.perf_counter() - t_job
     return report
+
+
+def _save_state_ranges(path: Path, replaces: list) -> None:
+    """Rewrite the state file's ``replaces`` (after the clean-up it is done)."""
+    meta = _state_metadata(path)
+    if meta is None:
+        return
+    from safetensors.torch import load_file
+    _save_state(path, load_file(str(path)), meta["fingerprint"], int(meta["last_index"]), replaces)
 
 
 def write_report(out_dir: Path, record: dict) -> dict:

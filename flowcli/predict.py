@@ -329,6 +329,27 @@ class PredictJob:
             out += self.estimate_paths(prev_index).values()
         return out
 
+    def paths_of_run(self, index: int, start: int, step: int, last: int | None) -> list[Path]:
+        """The files named by ``index`` that a run over frames start, start + step, ..., last writes."""
+        from .replaced import in_range
+        if not in_range(index, start, step, last):
+            return []
+        out: list[Path] = []
+        if index > start or self.include_first:
+            out += self.prediction_paths(index).values()
+            if self.frames:
+                out.append(self.frame_path(index))
+        if self.with_estimate and index < last:
+            out += self.estimate_paths(index).values()
+        return out
+
+    def candidate_paths(self, index: int) -> list[Path]:
+        """Every file named by ``index`` that some predict-next run could write into this folder."""
+        from .pipeline import FORMAT_FILES
+        names = [name.format(i=index) for name in FORMAT_FILES.values()]
+        return ([self.out_dir / n for n in names] + [self.frame_path(index)]
+                + [self.out_dir / "estimate" / n for n in names])
+
 
 @dataclass
 class PredictReport:
@@ -341,6 +362,7 @@ class PredictReport:
     seconds: float = 0.0
     model_seconds: float = 0.0
     resumed_from_state: bool = False
+    removed: int = 0            # --overwrite: outputs of the replaced run that this run did not rewrite
     shared_features: bool = False  # the P model reused the estimator's feature maps (identical fnets)
 
     def to_dict(self) -> dict:
@@ -383,7 +405,9 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     recomputed (not rewritten).
     """
     from .errors import OutputExistsError
-    from .pipeline import STATE_FILE, VIDEO_FILE, _load_state, _read_back, _save_state, _VideoSink, _write_pair
+    from .pipeline import (STATE_FILE, VIDEO_FILE, _read_back, _save_state, _save_state_ranges, _start_state,
+                           _VideoSink, _write_pair)
+    from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
         raise ValueError("give either an estimator or job.prior_flows")
@@ -401,7 +425,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     fingerprint = _fingerprint(weights_info.get("sha256", ""), (estimate_info or {}).get("sha256"), job,
                                getattr(source, "name", ""), start, step)
     state_path = out / STATE_FILE
-    state, resume_index = (None, None) if job.overwrite else _load_state(state_path, fingerprint)
+    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
     if job.video and (out / VIDEO_FILE).exists() and not job.overwrite:
         raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
     readable = any(f in job.formats for f in ("flo", "npy", "kitti"))
@@ -422,11 +446,12 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
         if job.video else None
     t_job = time.perf_counter()
+    last_frame = None
     try:
         prev = None
         live = False  # the stream has seen `prev`
         for t, frame in enumerate(source):
-            i = frame.index
+            i = last_frame = frame.index
             prev_i = prev.index if prev is not None else None
             writes_prediction = t > 0 or job.include_first
             paths = job.prediction_paths(i) if writes_prediction else {}
@@ -484,7 +509,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                 report.predictions += 1
                 if video is not None:
                     video.add(step_out.flow)
-            _save_state(state_path, stream.state(), fingerprint, i)
+            _save_state(state_path, stream.state(), fingerprint, i, replaces)
             prev = frame
             if on_frame:
                 on_frame(i)
@@ -494,5 +519,10 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
         if video is not None:
             video.writer.abort()
         raise
+    if replaces:  # finished: drop what the replaced runs wrote and this one did not
+        report.removed = remove_replaced(replaces, candidates=job.candidate_paths,
+                                         kept=lambda k: job.paths_of_run(k, start, step, last_frame),
+                                         extra=[] if job.video else [out / VIDEO_FILE])
+        _save_state_ranges(state_path, [])
     report.seconds = time.perf_counter() - t_job
     return report

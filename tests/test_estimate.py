@@ -106,6 +106,48 @@ def test_rerun_with_other_settings_is_refused_unless_overwrite(tmp_path, conform
     assert CliRunner().invoke(cli, args + ["--overwrite"]).exit_code == 0
 
 
+def test_overwrite_with_a_shorter_run_removes_the_replaced_runs_other_outputs(tmp_path, conformance_dir, vectors):
+    """--overwrite leaves the folder holding the new run only: yesterday's 000003.flo (other settings)
+    must not sit next to today's --end 3 outputs. Files that are not outputs stay."""
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out, "--format", "png")).exit_code == 0
+    (out / "notes.txt").write_text("mine")
+    assert len(list(out.glob("*.flo"))) == 4 and len(list((out / "color").glob("*.png"))) == 4
+    res = _run(_conf_args(conformance_dir, out, "--warm-start", "--end", "3", "--overwrite", "--json"))
+    summary = __import__("json").loads(res.output)
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+    assert not list((out / "color").glob("*.png"))  # not asked for this time: the earlier run's
+    assert summary["removed"] == 6 and (out / "notes.txt").read_text() == "mine"
+    assert np.abs(_flows(out, 2) - vectors["ws1_flow_up"][:2]).max() <= UP_TOL
+    # the clean-up is done: a plain rerun resumes this run and extends it, removing nothing
+    res = _run(_conf_args(conformance_dir, out, "--warm-start", "--json"))
+    summary = __import__("json").loads(res.output)
+    assert summary["removed"] == 0 and summary["written"] == 2 and summary["resumed_from_state"]
+
+
+def test_interrupted_overwrite_keeps_the_old_outputs_and_its_resume_cleans_up(tmp_path, conformance_dir):
+    from flowcli.weights import load_weights
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out)).exit_code == 0
+    old = (out / "000003.flo").read_bytes()
+    loaded = load_weights(str(conformance_dir / "memflow_est_seed0.pth"), preset="sintel")
+    job = EstimateJob(out_dir=out, options=StreamOptions(iters=3), overwrite=True)
+    info = {"sha256": loaded.sha256}
+
+    def stop(i):
+        if i == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), open_source(str(conformance_dir), end=3) as src:
+        run_estimate(loaded.model, job, src, weights_info=info, on_pair=stop)
+    assert (out / "000003.flo").read_bytes() == old  # an interrupted run loses nothing
+    job = EstimateJob(out_dir=out, options=StreamOptions(iters=3))  # resume, without --overwrite
+    with open_source(str(conformance_dir), end=3) as src:
+        report = run_estimate(loaded.model, job, src, weights_info=info)
+    assert report.resumed_from_state and report.removed == 2
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+
+
 @pytest.fixture(scope="module")
 def small_weights(tmp_path_factory):
     torch.manual_seed(0)

@@ -237,6 +237,19 @@ def test_cli_estimator_mode_resume_equals_full_run(tmp_path, conformance_dir):
     assert res.exit_code == 1 and "other settings" in res.output
 
 
+def test_cli_overwrite_with_a_shorter_run_removes_the_replaced_runs_other_outputs(tmp_path, conformance_dir):
+    out = tmp_path / "o"
+    est = _est_args(conformance_dir)
+    assert _run(_p_args(conformance_dir, out, *est, "--with-estimate", "--frames")).exit_code == 0
+    assert sorted(p.name for p in out.glob("*.flo")) == [f"{i:06d}.flo" for i in range(1, 5)]
+    assert len(list((out / "estimate").glob("*.flo"))) == 4 and len(list((out / "frames").glob("*.png"))) == 4
+    res = _run(_p_args(conformance_dir, out, *est, "--end", "3", "--overwrite", "--json"))
+    summary = json.loads(res.output)
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000001.flo", "000002.flo"]
+    assert not list((out / "estimate").glob("*.flo")) and not list((out / "frames").glob("*.png"))
+    assert summary["removed"] == 2 + 4 + 4
+
+
 # -- predicted frames -------------------------------------------------------------------------------------
 
 def test_warp_forward_moves_a_square_over_a_static_background():
