@@ -161,3 +161,5 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
                f"{report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
             status(f"removed {report.removed} outputs of the replaced run that this run did not rewrite", quiet)
+    if source.damage.frames:
+        status("warning: " + source.damage.warning(source.name), quiet)

@@ -146,6 +146,8 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
                f"{report.skipped} frames skipped) in {report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
             status(f"removed {report.removed} outputs of the replaced run that this run did not rewrite", quiet)
+    if source.damage.frames:
+        status("warning: " + source.damage.warning(source.name), quiet)
 
 
 # The shared options describe the estimation model; say what they mean here.

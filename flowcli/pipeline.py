@@ -73,6 +73,7 @@ class JobReport:
     skipped: int = 0
     recomputed: int = 0
     removed: int = 0              # --overwrite: outputs of the replaced run that this run did not rewrite
+    damaged_frames: int = 0       # frames the video decoder reported (and concealed) errors in
     seconds: float = 0.0
     model_seconds: float = 0.0
     resumed_from_state: bool = False
@@ -370,6 +371,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         if video is not None:
             video.writer.abort()
         raise
+    report.damaged_frames = damaged_frames(source)
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
         report.removed = remove_replaced(
             replaces, candidates=lambda k: [out / name.format(i=k) for name in FORMAT_FILES.values()],
@@ -378,6 +380,12 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         _save_state_ranges(state_path, [])
     report.seconds = time.perf_counter() - t_job
     return report
+
+
+def damaged_frames(source) -> int:
+    """How many frames the source's decoder reported concealed errors in (flowcli.sources.DecodeDamage)."""
+    damage = getattr(source, "damage", None)
+    return damage.frames if damage is not None else 0
 
 
 def _save_state_ranges(path: Path, replaces: list) -> None:

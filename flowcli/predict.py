@@ -363,6 +363,7 @@ class PredictReport:
     model_seconds: float = 0.0
     resumed_from_state: bool = False
     removed: int = 0            # --overwrite: outputs of the replaced run that this run did not rewrite
+    damaged_frames: int = 0     # frames the video decoder reported (and concealed) errors in
     shared_features: bool = False  # the P model reused the estimator's feature maps (identical fnets)
 
     def to_dict(self) -> dict:
@@ -406,7 +407,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     """
     from .errors import OutputExistsError
     from .pipeline import (STATE_FILE, VIDEO_FILE, _read_back, _save_state, _save_state_ranges, _start_state,
-                           _VideoSink, _write_pair)
+                           _VideoSink, _write_pair, damaged_frames)
     from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
@@ -519,6 +520,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
         if video is not None:
             video.writer.abort()
         raise
+    report.damaged_frames = damaged_frames(source)
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
         report.removed = remove_replaced(replaces, candidates=job.candidate_paths,
                                          kept=lambda k: job.paths_of_run(k, start, step, last_frame),

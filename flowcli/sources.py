@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["Frame", "FrameSource", "open_source", "read_image_rgb", "IMAGE_EXTENSIONS", "MIN_FRAMES"]
+__all__ = ["DecodeDamage", "Frame", "FrameSource", "open_source", "read_image_rgb", "IMAGE_EXTENSIONS", "MIN_FRAMES"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 MIN_FRAMES = 2  # optical flow needs pairs
@@ -38,13 +38,42 @@ class Frame:
     image: np.ndarray  # (H, W, 3) uint8 RGB, C-contiguous
 
 
+@dataclass
+class DecodeDamage:
+    """Frames whose decoding FFmpeg reported errors in, while it concealed them and went on.
+
+    A few damaged bytes in an h264 stream give no exception: the decoder logs
+    "error while decoding MB ..." and fills the gap, and frames predicted from the damaged one
+    are wrong too. Their flow is then wrong, so the run says so (a warning, and ``damaged_frames``
+    in the JSON report) instead of failing a long video over one glitch. Fixed size: a count and
+    the first occurrence.
+    """
+
+    frames: int = 0
+    first_index: int | None = None
+    first_message: str = ""
+
+    def note(self, index: int, messages: list[str]) -> None:
+        self.frames += 1
+        if self.first_index is None:
+            self.first_index, self.first_message = index, messages[0]
+
+    def warning(self, name: str) -> str | None:
+        """One line for the user, or None if nothing was damaged."""
+        if not self.frames:
+            return None
+        return (f"{name}: the decoder reported damaged data in {self.frames} frame(s), first at or after "
+                f"frame {self.first_index} ({self.first_message}); flows from there on may be wrong")
+
+
 class FrameSource:
     """A single-pass iterable of :class:`Frame`; also a context manager.
 
     Attributes: ``name`` (the path, or ``"<stdin>"``), ``fps`` (None when the
     input does not say), ``frame_count`` (frames this source will yield after
     start/end/step, None when not knowable up front; for videos it comes from
-    container metadata).
+    container metadata), ``damage`` (:class:`DecodeDamage`: errors the video
+    decoder concealed).
 
     Iteration raises InputError when it ends having produced fewer than
     MIN_FRAMES frames, so every consumer gets the "needs at least 2 frames"
@@ -59,6 +88,7 @@ class FrameSource:
         self.frame_count = frame_count
         self._start, self._end, self._step = start, end, step
         self._iterated = False
+        self.damage = DecodeDamage()
 
     # -- selection helpers shared by the subclasses
 
@@ -128,7 +158,9 @@ class VideoSource(FrameSource):
     A damaged stream is reported when FFmpeg reports it (a cut h264 mp4 fails
     in the decoder, naming the frame). Some cut files (avi, mkv, mpeg4-in-mp4)
     just end early without any error from FFmpeg; ``frame_count`` then says more
-    frames than come out, and we do not second-guess the demuxer here.
+    frames than come out, and we do not second-guess the demuxer here. Errors the
+    decoder conceals (it logs them and goes on) are collected in ``damage``:
+    FFmpeg's log is captured at ERROR level around each decode call.
     """
 
     def __init__(self, path: Path, *, start: int, end: int | None, step: int):
@@ -144,6 +176,8 @@ class VideoSource(FrameSource):
         # stream.frames is 0 when the container does not record it (mkv, webm).
         count = _selected_count(stream.frames, start, end, step) if stream.frames > 0 else None
         super().__init__(str(path), start=start, end=end, step=step, fps=fps, frame_count=count)
+        if av.logging.get_level() is None:  # PyAV's default: FFmpeg's log is dropped, concealed errors unseen
+            av.logging.set_level(av.logging.ERROR)
         self._container = container
         self._stream = stream
 
@@ -152,12 +186,16 @@ class VideoSource(FrameSource):
         index, first_size = 0, None
         while not self._past_end(index):
             try:
-                frame = next(decoded, None)
+                with av.logging.Capture(local=False) as logs:  # slice threads log from their own threads
+                    frame = next(decoded, None)
                 if frame is None:
                     return
                 image = frame.to_ndarray(format="rgb24") if self._selected(index) else None
             except av.FFmpegError as exc:
                 raise InputError(f"{self.name}: decode error at frame {index} ({_ffmpeg_reason(exc)})") from exc
+            errors = [msg.strip() for level, _, msg in logs if level <= av.logging.ERROR]
+            if errors:
+                self.damage.note(index, errors)
             if image is not None:
                 size = (frame.width, frame.height)
                 first_size = first_size or size

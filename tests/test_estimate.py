@@ -210,6 +210,31 @@ def test_no_default_weights_message(tmp_path, monkeypatch, conformance_dir):
     assert res.exit_code == 1 and "--weights" in res.output
 
 
+def test_damaged_video_runs_with_a_warning_and_counts_it(tmp_path, small_weights):
+    """Concealed decoder errors: the run completes (exit 0), warns on stderr, reports damaged_frames."""
+    from flowcli.synth import make_demo_video
+    from tests.test_sources import DAMAGE_AT, damage_packet
+    from flowcli.sources import open_source
+    clean = tmp_path / "clip.mp4"
+    make_demo_video(clean, num_frames=24, size=(96, 64))
+    for k, where in enumerate(DAMAGE_AT):  # a damage the decoder reports (not all are: see test_sources)
+        bad = damage_packet(clean, tmp_path / f"bad{k}.mp4", where * 0.5)  # within --end 14
+        with open_source(str(bad), end=14) as src:
+            if sum(1 for _ in src) and src.damage.frames:
+                break
+    else:
+        pytest.fail("no detectable damage")
+    res = CliRunner().invoke(cli, ["estimate", str(bad), "--weights", str(small_weights), "-o", str(tmp_path / "o"),
+                                   "--json", "--end", "14"])
+    assert res.exit_code == 0, res.output
+    record = __import__("json").loads(res.stdout)
+    assert record["damaged_frames"] >= 1
+    assert "warning: " in res.stderr and "damaged data" in res.stderr
+    res = CliRunner().invoke(cli, ["estimate", str(clean), "--weights", str(small_weights), "-o", str(tmp_path / "c"),
+                                   "--json", "--end", "14"])
+    assert __import__("json").loads(res.stdout)["damaged_frames"] == 0 and "warning" not in res.stderr
+
+
 def test_not_a_video_is_an_error_and_leaves_no_outputs(tmp_path, small_weights):
     bad = tmp_path / "x.mp4"
     bad.write_text("not a video")
