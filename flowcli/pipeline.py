@@ -45,7 +45,7 @@ from .atomic import atomic_path
 from .engine import FlowStream, StreamOptions
 from .errors import InputError, OutputExistsError
 from .flowio import write_flow
-from .replaced import carried_ranges, in_range, ranges_metadata, remove_replaced, replaced_ranges
+from .replaced import carried_runs, in_range, outputs_metadata, remove_replaced, replaced_runs, replaces_metadata
 
 FORMAT_FILES = {"flo": "{i:06d}.flo", "kitti": "{i:06d}.png", "npy": "{i:06d}.npy", "png": "color/{i:06d}.png"}
 STATE_FILE = ".flowcli-resume.safetensors"
@@ -95,7 +95,7 @@ def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: in
 
 
 def _state_metadata(path: Path) -> dict | None:
-    """A state file's metadata (fingerprint, last_index, replaces), or None if there is none."""
+    """A state file's metadata (fingerprint, last_index, outputs, replaces), or None if there is none."""
     if not path.is_file():
         return None
     from safetensors import safe_open
@@ -126,22 +126,36 @@ def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, 
 
 
 def _start_state(path: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, int | None, list]:
-    """(state, its last index, ranges of earlier runs still to clean up) at the start of a job.
+    """(state, its last index, earlier runs still to clean up) at the start of a job.
     With ``overwrite`` the state is not used, and the run it belonged to is being replaced."""
     if overwrite:
-        return None, None, replaced_ranges(_state_metadata(path))
+        return None, None, replaced_runs(_state_metadata(path))
     state, last_index, meta = _load_state(path, fingerprint)
-    return state, last_index, carried_ranges(meta)
+    return state, last_index, carried_runs(meta)
 
 
-def _save_state(path: Path, state: dict[str, torch.Tensor], fingerprint: str, last_index: int,
-                replaces: list | None = None) -> None:
+def _state_meta(fingerprint: str, names, video: bool, replaces: list) -> dict[str, str]:
+    """What a job's state files say besides ``last_index``: who wrote them, what that run
+    writes, and the earlier runs it replaces (flowcli.replaced)."""
+    return {"fingerprint": fingerprint, **outputs_metadata(names, video), **replaces_metadata(replaces)}
+
+
+def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str], last_index: int) -> None:
     """Save a stream's ``state()`` snapshot (taken right after the pair was computed)."""
     from safetensors.torch import save_file
     tensors = {k: v.contiguous() for k, v in state.items()}
-    meta = {"fingerprint": fingerprint, "last_index": str(last_index), **ranges_metadata(replaces or [])}
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata=meta)
+        save_file(tensors, str(tmp), metadata={**meta, "last_index": str(last_index)})
+
+
+def _finish_replacing(path: Path) -> None:
+    """The clean-up is done: the state file stops carrying the replaced runs."""
+    meta = _state_metadata(path)
+    if meta is None or "replaces" not in meta:
+        return
+    from safetensors.torch import load_file
+    meta.pop("replaces")
+    _save_state(path, load_file(str(path)), meta, int(meta["last_index"]))
 
 
 class _VideoSink:
@@ -288,8 +302,11 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     fingerprint = _fingerprint(weights_info.get("sha256", ""), job, getattr(source, "name", ""), start, step)
     state_path = out / STATE_FILE
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
+    # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
+    rewrite = job.overwrite or bool(replaces)
+    meta = _state_meta(fingerprint, [FORMAT_FILES[f] for f in job.formats], job.video, replaces)
     render_video = job.video
-    if job.video and (out / VIDEO_FILE).exists() and not job.overwrite:
+    if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         # flow.mp4 appears only when a run completes; with a matching state it is this job's
         if resume_index is None:
             raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
@@ -310,7 +327,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
 
     stream = FlowStream(model, job.options, device)
     report = JobReport(resumed_from_state=resume_index is not None)
-    video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
+    video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, rewrite, job.max_flow) \
         if render_video else None
 
     def finish_pair(written: int) -> None:
@@ -318,10 +335,10 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
 
     def write_pair(flow, paths, state, index, skip_files):
         """Outputs first, then the resume state that says they exist."""
-        written = 0 if skip_files else _write_pair(flow, paths, job.overwrite, job.max_flow)
+        written = 0 if skip_files else _write_pair(flow, paths, rewrite, job.max_flow)
         if video is not None:
             video.add(flow)
-        _save_state(state_path, state, fingerprint, index, replaces)
+        _save_state(state_path, state, meta, index)
         return written
 
     writer = OrderedWriter(finish_pair)
@@ -336,9 +353,10 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
                 continue
             i = last_pair = prev.index
             paths = job.paths(i)
-            done = (not job.overwrite) and bool(paths) and all(p.exists() for p in paths.values())
+            vouched = resume_index is not None and i <= resume_index  # the state says this run wrote them
+            done = bool(paths) and all(p.exists() for p in paths.values()) and (vouched or not rewrite)
             report.pairs += 1
-            if done and resume_index is not None and i <= resume_index:
+            if done and vouched:
                 report.skipped += 1
                 if video is not None:
                     writer.submit(lambda p=paths: video.add(_read_back(p)) or 0)
@@ -374,10 +392,9 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     report.damaged_frames = damaged_frames(source)
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
         report.removed = remove_replaced(
-            replaces, candidates=lambda k: [out / name.format(i=k) for name in FORMAT_FILES.values()],
-            kept=lambda k: job.paths(k).values() if in_range(k, start, step, last_pair) else (),
-            extra=[] if job.video else [out / VIDEO_FILE])
-        _save_state_ranges(state_path, [])
+            replaces, out, kept=lambda k: job.paths(k).values() if in_range(k, start, step, last_pair) else (),
+            keeps_video=job.video, input_path=getattr(source, "name", None))
+        _finish_replacing(state_path)
     report.seconds = time.perf_counter() - t_job
     return report
 
@@ -386,15 +403,6 @@ def damaged_frames(source) -> int:
     """How many frames the source's decoder reported concealed errors in (flowcli.sources.DecodeDamage)."""
     damage = getattr(source, "damage", None)
     return damage.frames if damage is not None else 0
-
-
-def _save_state_ranges(path: Path, replaces: list) -> None:
-    """Rewrite the state file's ``replaces`` (after the clean-up it is done)."""
-    meta = _state_metadata(path)
-    if meta is None:
-        return
-    from safetensors.torch import load_file
-    _save_state(path, load_file(str(path)), meta["fingerprint"], int(meta["last_index"]), replaces)
 
 
 def write_report(out_dir: Path, record: dict) -> dict:

@@ -343,12 +343,13 @@ class PredictJob:
             out += self.estimate_paths(index).values()
         return out
 
-    def candidate_paths(self, index: int) -> list[Path]:
-        """Every file named by ``index`` that some predict-next run could write into this folder."""
+    def output_names(self) -> list[str]:
+        """The names this job writes, relative to out_dir, with ``{i:06d}`` for the index."""
         from .pipeline import FORMAT_FILES
-        names = [name.format(i=index) for name in FORMAT_FILES.values()]
-        return ([self.out_dir / n for n in names] + [self.frame_path(index)]
-                + [self.out_dir / "estimate" / n for n in names])
+        names = [FORMAT_FILES[f] for f in self.formats]
+        frames = ["frames/{i:06d}.png"] if self.frames else []
+        estimated = [f"estimate/{n}" for n in names] if self.with_estimate else []
+        return names + frames + estimated
 
 
 @dataclass
@@ -406,8 +407,8 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     recomputed (not rewritten).
     """
     from .errors import OutputExistsError
-    from .pipeline import (STATE_FILE, VIDEO_FILE, _read_back, _save_state, _save_state_ranges, _start_state,
-                           _VideoSink, _write_pair, damaged_frames)
+    from .pipeline import (STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state, _start_state,
+                           _state_meta, _VideoSink, _write_pair, damaged_frames)
     from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
@@ -427,7 +428,11 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                                getattr(source, "name", ""), start, step)
     state_path = out / STATE_FILE
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
-    if job.video and (out / VIDEO_FILE).exists() and not job.overwrite:
+    written_until = resume_index  # this run wrote the outputs of the frames up to here (its state says)
+    # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
+    rewrite = job.overwrite or bool(replaces)
+    meta = _state_meta(fingerprint, job.output_names(), job.video, replaces)
+    if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
     readable = any(f in job.formats for f in ("flo", "npy", "kitti"))
     if job.video and not readable:  # skipped predictions could not be drawn into the video
@@ -444,7 +449,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
 
     stream = PredictStream(model, job.options, device, estimator=estimator)
     report = PredictReport(resumed_from_state=resume_index is not None, shared_features=stream.shared_fnet)
-    video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, job.overwrite, job.max_flow) \
+    video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, rewrite, job.max_flow) \
         if job.video else None
     t_job = time.perf_counter()
     last_frame = None
@@ -457,7 +462,8 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
             writes_prediction = t > 0 or job.include_first
             paths = job.prediction_paths(i) if writes_prediction else {}
             outputs = job.outputs(t, i, prev_i)
-            done = (not job.overwrite) and all(p.exists() for p in outputs)
+            vouched = written_until is not None and i <= written_until
+            done = all(p.exists() for p in outputs) and (vouched or not rewrite)
             report.frames += 1
             can_skip = (prior is not None and (readable or not job.video)) or \
                 (resume_index is not None and i <= resume_index)
@@ -499,18 +505,18 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                 report.recomputed += bool(outputs)
             else:
                 if writes_prediction:
-                    report.written += _write_pair(step_out.flow, paths, job.overwrite, job.max_flow)
+                    report.written += _write_pair(step_out.flow, paths, rewrite, job.max_flow)
                     if job.frames:
                         report.written += _write_png(job.frame_path(i), warp_forward(frame.image, step_out.flow),
-                                                     job.overwrite)
+                                                     rewrite)
                 if job.with_estimate and step_out.past_flow is not None:
-                    report.written += _write_pair(step_out.past_flow, job.estimate_paths(prev_i), job.overwrite,
+                    report.written += _write_pair(step_out.past_flow, job.estimate_paths(prev_i), rewrite,
                                                   job.max_flow)
             if writes_prediction:
                 report.predictions += 1
                 if video is not None:
                     video.add(step_out.flow)
-            _save_state(state_path, stream.state(), fingerprint, i, replaces)
+            _save_state(state_path, stream.state(), meta, i)
             prev = frame
             if on_frame:
                 on_frame(i)
@@ -522,9 +528,8 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
         raise
     report.damaged_frames = damaged_frames(source)
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
-        report.removed = remove_replaced(replaces, candidates=job.candidate_paths,
-                                         kept=lambda k: job.paths_of_run(k, start, step, last_frame),
-                                         extra=[] if job.video else [out / VIDEO_FILE])
-        _save_state_ranges(state_path, [])
+        report.removed = remove_replaced(replaces, out, kept=lambda k: job.paths_of_run(k, start, step, last_frame),
+                                         keeps_video=job.video, input_path=getattr(source, "name", None))
+        _finish_replacing(state_path)
     report.seconds = time.perf_counter() - t_job
     return report

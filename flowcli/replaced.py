@@ -6,46 +6,74 @@ not write: ``000080.flo`` from yesterday's full video next to today's
 ``--end 50`` outputs, made with other weights. So an ``--overwrite`` run removes
 them, and only once it has finished: an interrupted run loses nothing.
 
-The earlier run is known from its resume state (see ``flowcli.pipeline``): its
-``start`` and ``step`` (in the fingerprint) and the last index it reached. Only
-files that run could have written are candidates: the output names of its
-indices, in any format. The ranges travel in the new run's state
-(``replaces``), so an interrupted ``--overwrite`` run that is resumed later
-still does the clean-up.
+Every run records in its resume state (see ``flowcli.pipeline``) what it writes:
+its ``start`` and ``step`` (in the fingerprint), the last index it reached, and
+its output names (:class:`RunOutputs`). Only those files are candidates, so a
+file the earlier run did not write (an input frame, a ``flowcli viz`` PNG) is
+never removed, and nothing inside the input folder is. A state from a flowcli
+version that did not record its names is not cleaned up at all. The replaced
+runs travel in the new run's state (``replaces``): until the clean-up is done,
+the new run trusts no existing file it has not itself written (it rewrites them),
+and an interrupted ``--overwrite`` run that is resumed later still cleans up.
 """
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-Range = tuple[int, int, int]  # (start, step, last index reached)
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """The files a run wrote: ``names`` (relative to the output folder, ``{i:06d}`` for the index)
+    for indices start, start + step, ..., last; ``video``: also ``flow.mp4``."""
+
+    start: int
+    step: int
+    last: int
+    names: tuple[str, ...]
+    video: bool = False
+
+    def indices(self) -> range:
+        return range(self.start, self.last + 1, self.step) if self.step >= 1 else range(0)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunOutputs:
+        return cls(int(d["start"]), int(d["step"]), int(d["last"]), tuple(str(n) for n in d["names"]),
+                   bool(d.get("video", False)))
 
 
-def replaced_ranges(meta: dict | None) -> list[Range]:
-    """The index ranges of the run whose state metadata is ``meta`` and of the runs it replaced."""
+def outputs_metadata(names: Iterable[str], video: bool) -> dict[str, str]:
+    """State metadata recording what this run writes (read back by :func:`replaced_runs`)."""
+    return {"outputs": json.dumps({"names": list(names), "video": video})}
+
+
+def replaced_runs(meta: dict | None) -> list[RunOutputs]:
+    """The run whose state metadata is ``meta``, and the runs it still had to clean up."""
     if not meta:
         return []
-    ranges = carried_ranges(meta)
+    runs = carried_runs(meta)
     try:
-        fingerprint = json.loads(meta["fingerprint"])
-        ranges.append((int(fingerprint["start"]), int(fingerprint["step"]), int(meta["last_index"])))
+        fingerprint, outputs = json.loads(meta["fingerprint"]), json.loads(meta["outputs"])
+        runs.append(RunOutputs(int(fingerprint["start"]), int(fingerprint["step"]), int(meta["last_index"]),
+                               tuple(outputs["names"]), bool(outputs.get("video", False))))
     except (KeyError, TypeError, ValueError):
-        pass
-    return ranges
+        pass  # no record of its outputs (an older flowcli): nothing is known to be its
+    return runs
 
 
-def carried_ranges(meta: dict | None) -> list[Range]:
-    """The ranges a state file carries under ``replaces`` (still to be cleaned up)."""
+def carried_runs(meta: dict | None) -> list[RunOutputs]:
+    """The replaced runs a state file carries under ``replaces`` (still to be cleaned up)."""
     try:
-        return [tuple(int(v) for v in r) for r in json.loads((meta or {}).get("replaces", "[]"))]
-    except (TypeError, ValueError):
+        return [RunOutputs.from_dict(d) for d in json.loads((meta or {}).get("replaces", "[]"))]
+    except (KeyError, TypeError, ValueError):
         return []
 
 
-def ranges_metadata(ranges: list[Range]) -> dict[str, str]:
-    """State metadata that carries ``ranges`` (empty when there are none)."""
-    return {"replaces": json.dumps([list(r) for r in ranges])} if ranges else {}
+def replaces_metadata(runs: list[RunOutputs]) -> dict[str, str]:
+    """State metadata that carries ``runs`` (empty when there are none)."""
+    return {"replaces": json.dumps([asdict(r) for r in runs])} if runs else {}
 
 
 def in_range(index: int, start: int, step: int, last: int | None) -> bool:
@@ -53,22 +81,29 @@ def in_range(index: int, start: int, step: int, last: int | None) -> bool:
     return last is not None and start <= index <= last and (index - start) % step == 0
 
 
-def remove_replaced(ranges: list[Range], candidates: Callable[[int], Iterable[Path]],
-                    kept: Callable[[int], Iterable[Path]], extra: Iterable[Path] = ()) -> int:
-    """Delete, for every index of ``ranges``, the existing ``candidates(index)`` that are not in
-    ``kept(index)`` (this run's outputs), plus the existing ``extra`` paths. Returns how many."""
+def remove_replaced(runs: list[RunOutputs], out_dir: Path, kept: Callable[[int], Iterable[Path]],
+                    keeps_video: bool, input_path: str | Path | None = None) -> int:
+    """Delete the existing files of ``runs`` that this run did not write (``kept(index)``; its
+    ``flow.mp4`` if ``keeps_video``), never anything inside the input folder. Returns how many."""
+    from .pipeline import VIDEO_FILE
+    protected = Path(input_path).resolve() if input_path not in (None, "", "-", "<stdin>") else None
     removed = 0
-    for start, step, last in ranges:
-        if step < 1:
-            continue
-        for index in range(start, last + 1, step):
-            keep = set(kept(index))
-            for path in candidates(index):
-                if path not in keep and path.is_file():
-                    path.unlink()
-                    removed += 1
-    for path in extra:
+
+    def remove(path: Path) -> None:
+        nonlocal removed
+        if protected is not None and (path.resolve() == protected or protected in path.resolve().parents):
+            return
         if path.is_file():
             path.unlink()
             removed += 1
+
+    for run in runs:
+        for index in run.indices():
+            keep = set(kept(index))
+            for name in run.names:
+                path = out_dir / name.format(i=index)
+                if path not in keep:
+                    remove(path)
+        if run.video and not keeps_video:
+            remove(out_dir / VIDEO_FILE)
     return removed

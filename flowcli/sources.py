@@ -12,6 +12,7 @@ whose one-line message names the file and, where it matters, the frame index.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import sys
 from dataclasses import dataclass
@@ -176,26 +177,31 @@ class VideoSource(FrameSource):
         # stream.frames is 0 when the container does not record it (mkv, webm).
         count = _selected_count(stream.frames, start, end, step) if stream.frames > 0 else None
         super().__init__(str(path), start=start, end=end, step=step, fps=fps, frame_count=count)
-        if av.logging.get_level() is None:  # PyAV's default: FFmpeg's log is dropped, concealed errors unseen
-            av.logging.set_level(av.logging.ERROR)
         self._container = container
         self._stream = stream
 
     def _frames(self) -> Iterator[Frame]:
+        with _ffmpeg_errors_logged():
+            yield from self._decode()
+
+    def _decode(self) -> Iterator[Frame]:
         decoded = self._container.decode(self._stream)
         index, first_size = 0, None
         while not self._past_end(index):
             try:
-                with av.logging.Capture(local=False) as logs:  # slice threads log from their own threads
+                # local=False: slice threads log from their own threads. While a frame decodes, an
+                # error another thread logs (a --video encoder) would be counted too: rare, and only
+                # ever an over-report.
+                with av.logging.Capture(local=False) as logs:
                     frame = next(decoded, None)
+                errors = [msg.strip() for level, _, msg in logs if level <= av.logging.ERROR]
+                if errors:
+                    self.damage.note(index, errors)
                 if frame is None:
                     return
                 image = frame.to_ndarray(format="rgb24") if self._selected(index) else None
             except av.FFmpegError as exc:
                 raise InputError(f"{self.name}: decode error at frame {index} ({_ffmpeg_reason(exc)})") from exc
-            errors = [msg.strip() for level, _, msg in logs if level <= av.logging.ERROR]
-            if errors:
-                self.damage.note(index, errors)
             if image is not None:
                 size = (frame.width, frame.height)
                 first_size = first_size or size
@@ -207,6 +213,20 @@ class VideoSource(FrameSource):
 
     def close(self) -> None:
         self._container.close()
+
+
+@contextlib.contextmanager
+def _ffmpeg_errors_logged():
+    """FFmpeg's log at ERROR level, each message on its own (PyAV's default drops the log and folds
+    repeats), for the time of one decode; the previous settings are restored after it."""
+    level, skip = av.logging.get_level(), av.logging.get_skip_repeated()
+    av.logging.set_level(av.logging.ERROR)
+    av.logging.set_skip_repeated(False)
+    try:
+        yield
+    finally:
+        av.logging.set_level(level)
+        av.logging.set_skip_repeated(skip)
 
 
 def _natural_key(name: str) -> tuple:

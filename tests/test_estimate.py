@@ -138,6 +138,7 @@ def test_interrupted_overwrite_keeps_the_old_outputs_and_its_resume_cleans_up(tm
         if i == 0:
             raise KeyboardInterrupt
 
+    old_1 = (out / "000001.flo").read_bytes()
     with pytest.raises(KeyboardInterrupt), open_source(str(conformance_dir), end=3) as src:
         run_estimate(loaded.model, job, src, weights_info=info, on_pair=stop)
     assert (out / "000003.flo").read_bytes() == old  # an interrupted run loses nothing
@@ -146,6 +147,33 @@ def test_interrupted_overwrite_keeps_the_old_outputs_and_its_resume_cleans_up(tm
         report = run_estimate(loaded.model, job, src, weights_info=info)
     assert report.resumed_from_state and report.removed == 2
     assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+    # pair 1 existed from the replaced run (4 iterations): the resumed run rewrote it with its own
+    fresh = EstimateJob(out_dir=tmp_path / "fresh", options=StreamOptions(iters=3))
+    with open_source(str(conformance_dir), end=3) as src:
+        run_estimate(loaded.model, fresh, src, weights_info=info)
+    assert (out / "000001.flo").read_bytes() != old_1
+    assert np.array_equal(read_flow(out / "000001.flo"), read_flow(tmp_path / "fresh" / "000001.flo"))
+
+
+def test_overwrite_removes_only_what_the_replaced_run_wrote(tmp_path, conformance_dir):
+    """Files of the replaced run's names only: a KITTI-named PNG the earlier (flo) run did not write
+    stays, and a state from a flowcli that did not record its outputs gets no clean-up at all."""
+    from flowcli.pipeline import STATE_FILE
+    out = tmp_path / "o"
+    assert _run(_conf_args(conformance_dir, out)).exit_code == 0
+    (out / "000003.png").write_bytes(b"not flowcli's")   # e.g. `flowcli viz out/ -o out/`
+    res = _run(_conf_args(conformance_dir, out, "--end", "3", "--overwrite", "--json"))
+    assert __import__("json").loads(res.output)["removed"] == 2
+    assert (out / "000003.png").read_bytes() == b"not flowcli's"
+    # an old-style state (no record of its outputs): nothing is known to be that run's
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+    assert _run(_conf_args(conformance_dir, out, "--overwrite")).exit_code == 0
+    with safe_open(str(out / STATE_FILE), "pt") as fh:
+        meta = {k: v for k, v in fh.metadata().items() if k != "outputs"}
+    save_file(load_file(str(out / STATE_FILE)), str(out / STATE_FILE), metadata=meta)
+    res = _run(_conf_args(conformance_dir, out, "--end", "3", "--overwrite", "--json"))
+    assert __import__("json").loads(res.output)["removed"] == 0 and (out / "000003.flo").exists()
 
 
 @pytest.fixture(scope="module")

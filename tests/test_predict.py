@@ -250,6 +250,39 @@ def test_cli_overwrite_with_a_shorter_run_removes_the_replaced_runs_other_output
     assert summary["removed"] == 2 + 4 + 4
 
 
+def test_resumed_overwrite_rewrites_the_replaced_runs_files(tmp_path, conformance_dir, p_model, prior_dir):
+    """Prior-flows mode skips any frame whose outputs exist; not while an --overwrite is unfinished:
+    a file the replaced run left is rewritten by the resumed run, and the rest is removed at the end."""
+    from flowcli.predict import PredictJob, run_predict
+    halved = tmp_path / "halved"
+    halved.mkdir()
+    for f in sorted(prior_dir.glob("*.flo")):
+        write_flow(halved / f.name, 0.5 * read_flow(f))
+    out = tmp_path / "o"
+    assert _run(_p_args(conformance_dir, out, "--prior-flows", str(prior_dir))).exit_code == 0
+    old = {t: (out / f"{t:06d}.flo").read_bytes() for t in range(1, 5)}
+    info = {"sha256": "p"}
+
+    def stop(i):
+        if i == 1:
+            raise KeyboardInterrupt
+
+    job = PredictJob(out_dir=out, prior_flows=halved, overwrite=True)
+    with pytest.raises(KeyboardInterrupt), open_source(str(conformance_dir), end=4) as src:
+        run_predict(p_model, job, src, weights_info=info, on_frame=stop)
+    assert (out / "000004.flo").read_bytes() == old[4]  # interrupted: nothing lost
+    job = PredictJob(out_dir=out, prior_flows=halved)     # resumed without --overwrite
+    with open_source(str(conformance_dir), end=4) as src:
+        report = run_predict(p_model, job, src, weights_info=info)
+    assert report.removed == 1 and not (out / "000004.flo").exists()
+    fresh = tmp_path / "fresh"
+    with open_source(str(conformance_dir), end=4) as src:
+        run_predict(p_model, PredictJob(out_dir=fresh, prior_flows=halved), src, weights_info=info)
+    for t in (2, 3):
+        assert (out / f"{t:06d}.flo").read_bytes() != old[t]
+        assert np.array_equal(read_flow(out / f"{t:06d}.flo"), read_flow(fresh / f"{t:06d}.flo"))
+
+
 # -- predicted frames -------------------------------------------------------------------------------------
 
 def test_warp_forward_moves_a_square_over_a_static_background():
