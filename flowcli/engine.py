@@ -17,6 +17,7 @@ import torch
 
 from .allocator import release_free_heap, tune_malloc
 from .model import InputPadder, MemFlowNet, forward_interpolate
+from .model.workspace import Workspace
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -147,6 +148,7 @@ class FlowStream:
 
     def reset(self) -> None:
         self.memory = self.model.new_memory()
+        self.workspace = Workspace()                 # correlation and attention buffers, reused per pair
         self.geometry: Geometry | None = None        # input size, run size and padding of this stream
         self.prev_input: torch.Tensor | None = None  # normalised, padded previous frame
         self.prev_fmap: torch.Tensor | None = None
@@ -180,13 +182,15 @@ class FlowStream:
             self.prime(image)
             return None
         x = self._prepare(image)
+        release_free_heap()  # the last pair's freed working set: the encoders come on top of the workspace
         fmap = self.model.encode_features(x)
         ctx = self.model.encode_context(self.prev_input)
         flow_init = None
         if self.opt.warm_start and self.prev_flow_low is not None:
             flow_init = forward_interpolate(self.prev_flow_low[0])[None].to(self.device)
         release_free_heap()  # before the pair's large buffers: they come on top of the heap (flowcli.allocator)
-        est = self.model.estimate(ctx, self.prev_fmap, fmap, self.memory, self.opt.iters, flow_init=flow_init)
+        est = self.model.estimate(ctx, self.prev_fmap, fmap, self.memory, self.opt.iters, flow_init=flow_init,
+                                  workspace=self.workspace)
         self.memory.add(ctx.key, est.value)
         self.prev_input, self.prev_fmap, self.prev_flow_low = x, fmap, est.flow_low
         self.pairs_done += 1

@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from .engine import FlowStream, Geometry, StreamOptions, image_to_input, output_flow, prepare_model, resize_flow
 from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate
+from .model.workspace import Workspace
 
 __all__ = ["PredictStep", "PredictStream", "fnets_equal", "flow_to_low", "warp_forward", "prior_flow_path",
            "read_prior_flow", "PredictJob", "PredictReport", "run_predict"]
@@ -116,6 +117,7 @@ class PredictStream:
 
     def reset(self) -> None:
         self.memory = self.model.new_memory()
+        self.workspace = Workspace()                # the past pair's correlation buffers, reused per frame
         self.geometry: Geometry | None = None
         self.prev_key: torch.Tensor | None = None   # P context key of the previous frame
         self.prev_fmap: torch.Tensor | None = None  # P feature map of the previous frame
@@ -195,7 +197,7 @@ class PredictStream:
                     low = flow_to_low(past_flow, self.run_hw, self.padder, self.device)
                 else:
                     raise ValueError("push() needs the past flow (previous -> this frame) without an estimator")
-            corr = self.model.correlation(self.prev_fmap, fmap)
+            corr = self.model.correlation(self.prev_fmap, fmap, self.workspace)
             self.memory.add(self.prev_key, self.model.motion_value(corr, low))
             self.forward_flow = forward_interpolate(low[0])[None].to(self.device)
         ctx = self.model.encode_context(x)

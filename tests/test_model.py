@@ -193,3 +193,33 @@ def test_derived_inference_weights_follow_in_place_weight_changes():
         conv.weight.mul_(2)
     second, _ = fused._with_identity(conv)
     torch.testing.assert_close(second[:, 0, 1, 1], conv.weight[:, 0, 1, 1] + 1)
+
+
+def test_workspace_reuses_a_buffer_only_while_shape_dtype_and_device_match():
+    from flowcli.model.workspace import Workspace, empty
+    ws, like = Workspace(), torch.zeros(1)
+    a = ws.empty("corr0", (2, 3), like)
+    assert ws.empty("corr0", (2, 3), like) is a
+    assert ws.empty("corr0", (3, 2), like) is not a
+    assert ws.empty("corr0", (3, 2), like.double()).dtype == torch.float64
+    assert empty(None, "x", (4,), like).shape == (4,)
+
+
+def test_estimate_with_a_workspace_equals_without_over_several_pairs():
+    """Buffers reused from pair to pair (the streaming engine's way) give the same flows."""
+    from flowcli.model.workspace import Workspace
+    torch.manual_seed(0)
+    model = MemFlowNet(CPU_SMALL).eval()
+    frames = torch.rand(4, 1, 3, 64, 96) * 2 - 1
+    results = []
+    for ws in (None, Workspace()):
+        memory, flows = model.new_memory(), []
+        with torch.no_grad():
+            fmaps = [model.encode_features(f) for f in frames]
+            for t in range(3):
+                ctx = model.encode_context(frames[t])
+                est = model.estimate(ctx, fmaps[t], fmaps[t + 1], memory, 3, workspace=ws)
+                memory.add(ctx.key, est.value)
+                flows.append(est.flow_up)
+        results.append(torch.stack(flows))
+    assert torch.equal(results[0], results[1])

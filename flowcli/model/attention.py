@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
+from .workspace import Workspace, empty
 
 
 class RelPosEmb(nn.Module):
@@ -59,7 +60,8 @@ class MemoryReader:
     """
 
     def __init__(self, query: torch.Tensor, keys: torch.Tensor, past_values: torch.Tensor | None,
-                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 128):
+                 train_avg_length: float, budget_bytes: int = 768 * 2**20, chunk: int = 128,
+                 workspace: Workspace | None = None):
         self.query, self.keys, self.past_values = query, keys, past_values
         self.train_avg_length = train_avg_length
         b, n_q, _ = query.shape
@@ -70,7 +72,7 @@ class MemoryReader:
         if not self.hoisted:
             return
         scale = attention_scale(query.shape[-1], n_keys, train_avg_length)
-        self.attn_cur = query.new_empty(b, n_q, n_cur)
+        self.attn_cur = empty(workspace, "attn_cur", (b, n_q, n_cur), query)
         self.base = None if n_past == 0 else query.new_empty(b, n_q, past_values.shape[-1])
         keys_t = keys.transpose(1, 2).contiguous()  # (B, C, N) once: a transposed operand made every
         # chunk's product come out strided, and the scale and softmax over it were ~10x slower in bf16

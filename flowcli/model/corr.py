@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import to_tokens
+from .workspace import Workspace, empty
 
 
 def _pool_keep_one(x: torch.Tensor) -> torch.Tensor:
@@ -34,17 +35,22 @@ class CorrPyramid:
     (h*w)^2 volume, which measured ~4x slower. Equal to the official pooling up to float rounding.
     """
 
-    def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, levels: int = 4, radius: int = 4):
+    def __init__(self, fmap1: torch.Tensor, fmap2: torch.Tensor, levels: int = 4, radius: int = 4,
+                 workspace: Workspace | None = None):
         b, d, h, w = fmap1.shape
         self.radius = radius
         fmap1, fmap2 = fmap1.float(), fmap2.float()  # correlation stays float32 in the bf16 path
-        # tokens x tokens^T: ~2x faster here than the (D, h*w) layout of the official code
-        left = to_tokens(fmap1)
+        # tokens x tokens^T: ~2x faster here than the (D, h*w) layout of the official code.
+        # The 1/sqrt(D) is applied to fmap1's h*w x D tokens, not to the (h*w)^2 volume: one pass
+        # over a 0.26 GB volume less at 436x1024 (~40 ms per pair); for D = 256 (official) the
+        # scale is a power of two, so the result is bit-identical.
+        left = to_tokens(fmap1) / math.sqrt(d)
         self.pyramid = []
-        for _ in range(levels):
+        for level in range(levels):
             hl, wl = fmap2.shape[-2:]
-            corr = torch.matmul(left, to_tokens(fmap2).transpose(1, 2))
-            self.pyramid.append(corr.div_(math.sqrt(d)).reshape(b * h * w, 1, hl, wl))
+            corr = empty(workspace, f"corr{level}", (b, h * w, hl * wl), left)
+            torch.matmul(left, to_tokens(fmap2).transpose(1, 2), out=corr)
+            self.pyramid.append(corr.view(b * h * w, 1, hl, wl))
             fmap2 = _pool_keep_one(fmap2)
         r = radius
         offs = torch.arange(-r, r + 1, dtype=fmap1.dtype, device=fmap1.device)

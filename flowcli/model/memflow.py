@@ -26,6 +26,7 @@ from .corr import CorrPyramid
 from .encoder import BasicEncoder
 from .memory import KeyValueMemory
 from .update import UpdateBlock
+from .workspace import Workspace
 
 
 @dataclass
@@ -96,25 +97,27 @@ class MemFlowNet(nn.Module):
     def new_memory(self) -> KeyValueMemory:
         return KeyValueMemory(self.cfg.memory_max_frames, self.cfg.memory_min_frames)
 
-    def correlation(self, fmap1: torch.Tensor, fmap2: torch.Tensor) -> CorrPyramid:
-        return CorrPyramid(fmap1, fmap2, self.cfg.corr_levels, self.cfg.corr_radius)
+    def correlation(self, fmap1: torch.Tensor, fmap2: torch.Tensor, workspace: Workspace | None = None
+                    ) -> CorrPyramid:
+        return CorrPyramid(fmap1, fmap2, self.cfg.corr_levels, self.cfg.corr_radius, workspace)
 
     # -- estimation ----------------------------------------------------------
     def estimate(self, ctx: Context, fmap1: torch.Tensor, fmap2: torch.Tensor,
                  memory: KeyValueMemory | None, iters: int, flow_init: torch.Tensor | None = None,
-                 all_predictions: bool = False) -> Estimate:
-        """Refine flow fmap1 -> fmap2 for ``iters`` iterations. The memory is read, not written."""
+                 all_predictions: bool = False, workspace: Workspace | None = None) -> Estimate:
+        """Refine flow fmap1 -> fmap2 for ``iters`` iterations. The memory is read, not written.
+        ``workspace``: keep the large per-pair buffers for the next pair (streaming engines)."""
         if iters < 1:
             raise ValueError("iters must be >= 1")
         h, w = ctx.size
         b = fmap1.shape[0]
         dt = ctx.inp.dtype  # the update block's dtype (bfloat16 in the bf16 fast path)
-        corr_fn = self.correlation(fmap1, fmap2)
+        corr_fn = self.correlation(fmap1, fmap2, workspace)
         coords0 = coords_grid(b, h, w, fmap1.device, torch.float32)
         coords1 = coords0 if flow_init is None else coords0 + flow_init
         keys, _ = memory.with_current(ctx.key) if memory is not None else (ctx.key, None)
         past_values = memory.values if memory is not None else None
-        read = MemoryReader(ctx.query, keys, past_values, self.cfg.train_avg_length)
+        read = MemoryReader(ctx.query, keys, past_values, self.cfg.train_avg_length, workspace=workspace)
         ub = self.update_block
         net, predictions, motions = ctx.net, [], []
         for it in range(iters):
@@ -132,7 +135,7 @@ class MemFlowNet(nn.Module):
             if all_predictions:
                 predictions.append(upsample_convex(coords1 - coords0, mask.float()))
         flow_low = coords1 - coords0
-        del corr_fn, read  # the pair's largest buffers: gone before the upsampling's temporaries are made
+        del corr_fn, read  # without a workspace, the pair's largest buffers go before the upsampling's temporaries
         flow_up = predictions[-1] if predictions else upsample_convex(flow_low, mask.float())
         return Estimate(flow_low, flow_up, value, predictions, motions)
 
