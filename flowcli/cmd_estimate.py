@@ -160,6 +160,7 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
         status(f"{report.pairs} pairs ({report.written} files written, {report.skipped} skipped) in "
                f"{report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
-            status(f"removed {report.removed} outputs of the replaced run that this run did not rewrite", quiet)
+            from .replaced import removed_message
+            status(removed_message(report.removed), quiet)
     if source.damage.frames:
         status("warning: " + source.damage.warning(source.name), quiet)

@@ -145,7 +145,8 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         status(f"{report.frames} frames, {report.predictions} predictions ({report.written} files written, "
                f"{report.skipped} frames skipped) in {report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
-            status(f"removed {report.removed} outputs of the replaced run that this run did not rewrite", quiet)
+            from .replaced import removed_message
+            status(removed_message(report.removed), quiet)
     if source.damage.frames:
         status("warning: " + source.damage.warning(source.name), quiet)
 
