@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .attention import to_tokens
-from .workspace import Workspace, empty
+from .workspace import Workspace
 
 
 def _pool_keep_one(x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +48,11 @@ class CorrPyramid:
         self.pyramid = []
         for level in range(levels):
             hl, wl = fmap2.shape[-2:]
-            corr = empty(workspace, f"corr{level}", (b, h * w, hl * wl), left)
-            torch.matmul(left, to_tokens(fmap2).transpose(1, 2), out=corr)
+            right = to_tokens(fmap2).transpose(1, 2)
+            if workspace is None:  # (training: autograd cannot go through out=)
+                corr = torch.matmul(left, right)
+            else:
+                corr = torch.matmul(left, right, out=workspace.empty(f"corr{level}", (b, h * w, hl * wl), left))
             self.pyramid.append(corr.view(b * h * w, 1, hl, wl))
             fmap2 = _pool_keep_one(fmap2)
         r = radius
