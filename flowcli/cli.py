@@ -131,6 +131,16 @@ def emit_json(obj: Any) -> None:
     click.echo(json.dumps(nan_to_none(obj), default=_json_default, allow_nan=False))
 
 
+def plural(count: int, noun: str) -> str:
+    """'1 pair', '2 pairs'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def removed_message(count: int) -> str:
+    """The status line after an --overwrite run's clean-up (flowcli.replaced)."""
+    return f"removed {plural(count, 'output')} of the replaced run that this run did not rewrite"
+
+
 def status(message: str, quiet: bool = False) -> None:
     """A human status line on stderr (suppressed by ``--quiet``)."""
     if not quiet:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, json_option, overwrite_option, progress, quiet_option, status
+from .cli import (emit_json, json_option, overwrite_option, plural, progress, quiet_option, removed_message,
+                  status)
 
 EPILOG = """\b
 Examples:
@@ -157,10 +158,10 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
     if as_json:
         emit_json(record)
     else:
-        status(f"{report.pairs} pairs ({report.written} files written, {report.skipped} skipped) in "
+        status(f"{plural(report.pairs, 'pair')} ({plural(report.written, 'file')} written, "
+               f"{report.skipped} skipped) in "
                f"{report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
-            from .replaced import removed_message
             status(removed_message(report.removed), quiet)
     if source.damage.frames:
         status("warning: " + source.damage.warning(source.name), quiet)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, progress, status
+from .cli import emit_json, plural, progress, removed_message, status
 from .cmd_estimate import open_job_source, prepare_engine, stream_options
 
 EPILOG = """\b
@@ -142,10 +142,10 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     if as_json:
         emit_json(record)
     else:
-        status(f"{report.frames} frames, {report.predictions} predictions ({report.written} files written, "
+        status(f"{plural(report.frames, 'frame')}, {plural(report.predictions, 'prediction')} "
+               f"({plural(report.written, 'file')} written, "
                f"{report.skipped} frames skipped) in {report.seconds:.1f} s -> {out_dir}", quiet)
         if report.removed:
-            from .replaced import removed_message
             status(removed_message(report.removed), quiet)
     if source.damage.frames:
         status("warning: " + source.damage.warning(source.name), quiet)

@@ -76,11 +76,6 @@ def replaces_metadata(runs: list[RunOutputs]) -> dict[str, str]:
     return {"replaces": json.dumps([asdict(r) for r in runs])} if runs else {}
 
 
-def removed_message(count: int) -> str:
-    """The status line after a clean-up."""
-    return f"removed {count} output{'s' if count != 1 else ''} of the replaced run that this run did not rewrite"
-
-
 def in_range(index: int, start: int, step: int, last: int | None) -> bool:
     """``index`` is one of start, start + step, ..., last."""
     return last is not None and start <= index <= last and (index - start) % step == 0
