@@ -109,20 +109,20 @@ def _state_metadata(path: Path) -> dict | None:
 def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, dict | None]:
     """The saved engine state, the index of its last pair and the file's metadata, if it belongs
     to this job."""
-    meta = _state_metadata(path)
-    if meta is None:
+    if not path.is_file():
+        return None, None, None
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except Exception:
         return None, None, None
     if meta.get("fingerprint") != fingerprint:
         raise OutputExistsError(
             f"{path.parent}: holds outputs of a run with other settings or weights; "
             "use --overwrite to replace them or choose another output folder")
-    from safetensors import safe_open
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-        return tensors, int(meta["last_index"]), meta
-    except Exception:
-        return None, None, None
+    return tensors, int(meta["last_index"]), meta
 
 
 def _start_state(path: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, int | None, list]:

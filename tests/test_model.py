@@ -187,11 +187,11 @@ def test_derived_inference_weights_follow_in_place_weight_changes():
     """Folded weights are cached per module, and a changed weight (as load_state_dict does) is seen."""
     from flowcli.model import fused
     conv = torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
-    first, _ = fused._with_identity(conv)
-    assert fused._with_identity(conv)[0] is first
+    first, _ = fused.with_identity(conv)
+    assert fused.with_identity(conv)[0] is first
     with torch.no_grad():
         conv.weight.mul_(2)
-    second, _ = fused._with_identity(conv)
+    second, _ = fused.with_identity(conv)
     torch.testing.assert_close(second[:, 0, 1, 1], conv.weight[:, 0, 1, 1] + 1)
 
 

@@ -104,13 +104,13 @@ def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """
     if x.dtype != torch.float32:
         raise TypeError("the identity fold is exact only in float32")
-    weight, bias = _with_identity(conv)
+    weight, bias = with_identity(conv)
     return _op()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
                  conv.groups, "gelu", [], "none")
 
 
-def _with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """float32 (weight + identity, bias) of ``conv``."""
+def with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (weight + identity, bias) of ``conv``, cached (a 1x1 depthwise conv's is its (1 + w, b))."""
     def make():
         w = conv.weight.detach().float().clone()
         kh, kw = w.shape[-2] // 2, w.shape[-1] // 2

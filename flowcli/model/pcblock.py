@@ -62,8 +62,8 @@ class PCBlock(nn.Module):
         (see fused.residual_conv_gelu); a bfloat16 input is converted for it and back."""
         for conv in self.conv_list:
             if conv.kernel_size == (1, 1) and fold and x.dtype == torch.float32:  # gelu((1 + w) x + b), in place
-                scale, bias = _scale_with_identity(conv)
-                x = fused.gelu_(torch.addcmul(bias, x, scale))
+                scale, bias = fused.with_identity(conv)  # x + (w x + b) = (1 + w) x + b
+                x = fused.gelu_(torch.addcmul(bias.view(1, -1, 1, 1), x, scale.view(1, -1, 1, 1)))
                 continue
             if conv.kernel_size == (1, 1):
                 y = torch.addcmul(conv.bias.view(1, -1, 1, 1), x, conv.weight.view(1, -1, 1, 1))
@@ -77,12 +77,6 @@ class PCBlock(nn.Module):
                 y = conv(x)
             x = F.gelu(x + y)
         return x
-
-
-def _scale_with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1 + w, b) of a 1x1 depthwise conv as (1,C,1,1) tensors: x + (w x + b) = (1 + w) x + b."""
-    return fused.derived(conv, "_scale_cache", [conv.weight, conv.bias],
-                         lambda: ((conv.weight.detach() + 1).view(1, -1, 1, 1), conv.bias.detach().view(1, -1, 1, 1)))
 
 
 def _float_weights(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:

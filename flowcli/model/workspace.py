@@ -31,9 +31,6 @@ class Workspace:
             self._buffers[name] = buf
         return buf
 
-    def clear(self) -> None:
-        self._buffers.clear()
-
 
 def empty(workspace: Workspace | None, name: str, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
     """``workspace.empty(...)``, or a new tensor without a workspace."""
