@@ -66,3 +66,17 @@ def test_release_free_heap_is_a_no_op_when_not_tuned(monkeypatch):
     import flowcli.allocator as a
     monkeypatch.setitem(a._state, "libc", None)
     assert a.release_free_heap() is False
+
+
+def test_estimation_does_not_import_scipy():
+    """scipy.interpolate (~25-40 MB resident, ~0.3 s) is only for warm start and MemFlow-P: a plain
+    estimation stream must not load it (it counted against the 436x1024 peak-RSS goal)."""
+    code = ("import sys, numpy as np, flowcli.engine as e, flowcli.cli\n"
+            "from flowcli.model import CPU_SMALL, MemFlowNet\n"
+            "s = e.FlowStream(MemFlowNet(CPU_SMALL), e.StreamOptions(iters=1))\n"
+            "for i in range(2): s.push(np.full((64, 64, 3), 40 * i, np.uint8))\n"
+            "print(any(m == 'scipy' or m.startswith('scipy.') for m in sys.modules))\n"
+            "from flowcli.model import forward_interpolate\n"
+            "import torch; forward_interpolate(torch.zeros(2, 4, 4))\n"
+            "print(any(m.startswith('scipy.interpolate') for m in sys.modules))")
+    assert _run(code, {"PATH": "/usr/bin:/bin"}).split() == ["False", "True"]
