@@ -186,3 +186,31 @@ def test_motion_probe_loss_reads_the_remaining_flow_on_the_low_res_grid():
     assert probe.loss([(at_gt, motion)], gt, valid).item() == pytest.approx(0.0)
     valid[:, :8] = 0                    # low-res cells with any invalid pixel are ignored
     assert probe.loss([(at_zero, motion)], gt, valid).item() == pytest.approx(1.0)
+
+
+def test_ship_weights_records_default_iterations(tmp_path, monkeypatch):
+    """tools/ship_weights.py --iters N: the shipped file and manifest carry N, the weights are
+    unchanged, the sha256 in the manifest is the file's, and load_weights() picks it up."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from flowcli.model import CPU_SMALL, MemFlowNet
+    from flowcli.weights import load_weights, save_safetensors
+    repo = Path(__file__).resolve().parents[1]
+    torch.manual_seed(0)
+    model = MemFlowNet(CPU_SMALL)
+    src = save_safetensors(tmp_path / "latest.safetensors", model, iters=12, extra={"step": 7})
+    shipped = tmp_path / "weights"
+    shipped.mkdir()
+    env = dict(os.environ, FLOWCLI_WEIGHTS_DIR=str(shipped), PYTHONPATH=str(repo))
+    subprocess.run([sys.executable, str(repo / "tools" / "ship_weights.py"), str(src), "mini", "--iters", "8",
+                    "--default"], env=env, check=True, capture_output=True)
+    entry = json.loads((shipped / "manifest.json").read_text())["models"][0]
+    assert (entry["name"], entry["iters"], entry["train_step"], entry["default"]) == ("mini", 8, 7, True)
+    monkeypatch.setenv("FLOWCLI_WEIGHTS_DIR", str(shipped))
+    loaded = load_weights()  # the default: sha256 checked against the manifest
+    assert loaded.name == "mini" and loaded.iters == 8
+    for k, v in model.state_dict().items():
+        assert torch.equal(loaded.model.state_dict()[k], v), k
