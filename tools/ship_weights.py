@@ -29,12 +29,12 @@ def main() -> None:
     ap.add_argument("--default", action="store_true")
     ap.add_argument("--iters", type=int, help="default refinement iterations to record (default: the file's)")
     a = ap.parse_args()
+    if a.iters is not None and a.iters < 1:
+        ap.error("--iters must be at least 1")
     model, meta = model_from_safetensors(a.src)  # validates the file
     dest_dir = weights_dir()
     dest = dest_dir / f"{a.name}.safetensors"
     if a.iters is not None and a.iters != int(meta.get("iters", 12)):
-        if a.iters < 1:
-            ap.error("--iters must be at least 1")
         extra = {k: v for k, v in meta.items() if k not in ("flowcli_config", "iters")}
         save_safetensors(dest, model, iters=a.iters, extra=extra)
         meta["iters"] = str(a.iters)

@@ -4,8 +4,8 @@ Each vector is moved to where it points; the grid is filled from the nearest
 landed vector (scipy ``griddata(method='nearest')``, as official, so ties
 break the same way). Used for warm start and by MemFlow-P.
 
-scipy is imported on first use: ``scipy.interpolate`` costs ~40 MB of resident
-memory and ~0.3 s at import, which plain estimation (no warm start) never needs.
+scipy is imported on first use: ``scipy.interpolate`` costs ~25-40 MB of
+resident memory and ~0.35 s at import, which plain estimation (no warm start) never needs.
 """
 from __future__ import annotations
 
