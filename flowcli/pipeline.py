@@ -122,7 +122,10 @@ def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, 
         raise OutputExistsError(
             f"{path.parent}: holds outputs of a run with other settings or weights; "
             "use --overwrite to replace them or choose another output folder")
-    return tensors, int(meta["last_index"]), meta
+    last = meta.get("last_index", "")
+    if not last.isdigit():  # a damaged state of this job: start over, as before
+        return None, None, None
+    return tensors, int(last), meta
 
 
 def _start_state(path: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, int | None, list]:
