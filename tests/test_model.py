@@ -195,6 +195,20 @@ def test_derived_inference_weights_follow_in_place_weight_changes():
     torch.testing.assert_close(second[:, 0, 1, 1], conv.weight[:, 0, 1, 1] + 1)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_in_place_gelu_on_channels_last_is_gelu_in_place(dtype):
+    """fused.gelu_ takes the NHWC view of a channels-last tensor (the 4-D op is slow there): same
+    values as F.gelu, same storage, layout kept; NCHW and other shapes go straight through."""
+    from flowcli.model import fused
+    x = torch.randn(1, 6, 5, 7).to(dtype)
+    for t in (x.contiguous(memory_format=torch.channels_last), x.clone(), x[0].clone()):
+        ref = torch.nn.functional.gelu(t.float()).to(dtype)
+        ptr, strides = t.data_ptr(), t.stride()
+        out = fused.gelu_(t)
+        assert out is t and t.data_ptr() == ptr and t.stride() == strides
+        torch.testing.assert_close(t, ref, atol=1e-5 if dtype == torch.float32 else 1e-2, rtol=0)
+
+
 def test_workspace_reuses_a_buffer_only_while_shape_dtype_and_device_match():
     from flowcli.model.workspace import Workspace, empty
     ws, like = Workspace(), torch.zeros(1)

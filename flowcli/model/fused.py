@@ -49,7 +49,15 @@ def usable(x: torch.Tensor) -> bool:
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
-    """Exact (erf) GELU in place: no new activation-sized buffer on the inference path."""
+    """Exact (erf) GELU in place: no new activation-sized buffer on the inference path.
+
+    On a 4-D channels-last tensor, ``gelu_`` takes a slow path in this torch build: measured at
+    512x28x40, 1 thread, 1.46 ms against 0.17 ms for the same data in NCHW. The NHWC permutation
+    of such a tensor is a plain contiguous view of the same memory, and there it is fast.
+    """
+    if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        torch._C._nn.gelu_(x.permute(0, 2, 3, 1))
+        return x
     return torch._C._nn.gelu_(x)
 
 
