@@ -237,3 +237,36 @@ def test_estimate_with_a_workspace_equals_without_over_several_pairs():
                 flows.append(est.flow_up)
         results.append(torch.stack(flows))
     assert torch.equal(results[0], results[1])
+
+
+def test_correlation_lookup_matches_the_official_sampling_rule():
+    """The folded grid map equals the official lookup (level pixel c / 2**l + delta, normalised
+    2x / (W-1) - 1, align_corners=True) on every level of a volume; a level of side 1 (official: 0/0)
+    reads that pixel's value at integer x, interpolates in x, and is zero outside."""
+    import torch.nn.functional as F
+    from flowcli.model.corr import CorrPyramid
+    torch.manual_seed(0)
+    fmap1, fmap2 = torch.randn(1, 8, 8, 16), torch.randn(1, 8, 8, 16)   # levels 8x16, 4x8, 2x4, 1x2
+    pyr = CorrPyramid(fmap1, fmap2, levels=4, radius=2)
+    coords = torch.rand(1, 2, 8, 16) * torch.tensor([16.0, 8.0]).view(1, 2, 1, 1) - 2
+    got = pyr(coords)
+    centre = coords.permute(0, 2, 3, 1).reshape(-1, 1, 1, 2)
+    offs = torch.arange(-2, 3, dtype=torch.float32)
+    dx, dy = torch.meshgrid(offs, offs, indexing="ij")
+    delta = torch.stack([dx, dy], dim=-1).view(1, 5, 5, 2)
+    for level in range(3):
+        corr = pyr.pyramid[level]
+        hh, ww = corr.shape[-2:]
+        x, y = (centre / 2**level + delta).split(1, dim=-1)
+        grid = torch.cat([2 * x / (ww - 1) - 1, 2 * y / (hh - 1) - 1], dim=-1)
+        ref = F.grid_sample(corr, grid, align_corners=True).view(1, 8, 16, -1).permute(0, 3, 1, 2)
+        torch.testing.assert_close(got[:, 25 * level:25 * (level + 1)], ref, atol=1e-5, rtol=1e-5)
+    top = pyr.pyramid[3]                                   # (128, 1, 1, 2)
+    integer = torch.zeros(1, 2, 8, 16)                     # every query at level-0 pixel (0, 0)
+    out = pyr(integer)[0, 75:].reshape(5, 5, 8, 16)        # [x offset, y offset, query]
+    q = top.view(8, 16, 2)
+    torch.testing.assert_close(out[2, 2], q[..., 0])      # (0, 0): the first pixel
+    torch.testing.assert_close(out[3, 2], q[..., 1])      # x + 1: the second
+    assert out[4].abs().max() == 0 and out[2, 3].abs().max() == 0  # outside the 1x2 level
+    half = pyr(torch.full((1, 2, 8, 16), 4.0) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))[0, 75:]
+    torch.testing.assert_close(half.reshape(5, 5, 8, 16)[2, 2], q.mean(-1))  # x = 0.5 at level 3

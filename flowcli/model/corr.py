@@ -59,25 +59,35 @@ class CorrPyramid:
         offs = torch.arange(-r, r + 1, dtype=fmap1.dtype, device=fmap1.device)
         # delta[i, j] = (x = offs[i], y = offs[j]): the RAFT meshgrid(dy, dx) quirk.
         dx, dy = torch.meshgrid(offs, offs, indexing="ij")
-        self.delta = torch.stack([dx, dy], dim=-1).view(1, 2 * r + 1, 2 * r + 1, 2)
+        delta = torch.stack([dx, dy], dim=-1).view(1, 2 * r + 1, 2 * r + 1, 2)
+        self.grids = [_grid_map(corr.shape[-2:], level, delta) for level, corr in enumerate(self.pyramid)]
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
         """coords (B,2,h,w) in level-0 pixels -> (B, levels*(2r+1)^2, h, w), channels-last in memory."""
         b, _, h, w = coords.shape
         centre = coords.permute(0, 2, 3, 1).reshape(b * h * w, 1, 1, 2)
         out = []
-        for level, corr in enumerate(self.pyramid):
-            pts = centre / 2**level + self.delta
-            out.append(_sample(corr, pts).view(b, h, w, -1))
+        for corr, (scale, offset, align_corners) in zip(self.pyramid, self.grids):
+            grid = torch.addcmul(offset, centre, scale)  # one op: window, level scale and normalisation
+            out.append(F.grid_sample(corr, grid, align_corners=align_corners).view(b, h, w, -1))
         return torch.cat(out, dim=-1).permute(0, 3, 1, 2)
 
 
-def _sample(img: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Bilinear sample img (N,1,H,W) at pixel coords pts (N,a,b,2), zeros outside."""
-    hh, ww = img.shape[-2:]
-    x, y = pts.split(1, dim=-1)
-    if hh > 1 and ww > 1:  # official normalisation (align_corners=True)
-        grid = torch.cat([2 * x / (ww - 1) - 1, 2 * y / (hh - 1) - 1], dim=-1)
-        return F.grid_sample(img, grid, align_corners=True)
-    grid = torch.cat([(2 * x + 1) / ww - 1, (2 * y + 1) / hh - 1], dim=-1)
-    return F.grid_sample(img, grid, align_corners=False)
+def _grid_map(size: tuple[int, int], level: int, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """(scale (2,), offset (1,a,b,2), align_corners): grid_sample's normalised grid for the window
+    ``delta`` around level-0 pixel ``c`` is ``offset + c * scale``.
+
+    The official lookup samples level pixel x = c / 2**level + delta, normalised (align_corners=True)
+    as 2x / (W-1) - 1. That map is affine in c, so it is folded into one multiply-add per lookup
+    instead of ~10 small ops per level (equal up to float rounding). A side of 1 cannot use that
+    normalisation (the official code divides by zero there); it is sampled with align_corners=False,
+    where (2x + 1) / W - 1 hits the pixel exactly.
+    """
+    hh, ww = size
+    align_corners = hh > 1 and ww > 1
+    sides = torch.tensor([ww, hh], dtype=delta.dtype, device=delta.device)
+    if align_corners:
+        a, c = 2 / (sides - 1), -torch.ones_like(sides)
+    else:
+        a, c = 2 / sides, 1 / sides - 1
+    return a / 2**level, delta * a + c, align_corners
