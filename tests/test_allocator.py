@@ -62,6 +62,30 @@ print((before - rss()) // 2**20)
     assert released_mb > 150
 
 
+@pytest.mark.skipif(not _glibc(), reason="needs glibc's malloc_trim")
+def test_a_small_free_heap_is_left_resident():
+    """Below keep_bytes free, nothing is released (its pages would only be faulted in again); the same
+    heap is released once keep_bytes is lower than what is free."""
+    code = """
+import flowcli.allocator as a
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * 4096
+assert a.tune_malloc()
+blocks = [bytearray(4 * 2**20) for _ in range(10)]   # 40 MB of heap blocks
+keep = bytearray(1024)
+del blocks
+free = a.free_heap_bytes()
+before = rss()
+kept = a.release_free_heap(keep_bytes=free + 2**20)
+middle = rss()
+released = a.release_free_heap(keep_bytes=free // 2)
+print(free >= 40 * 2**20, kept, (before - middle) // 2**20, released, (middle - rss()) // 2**20)
+"""
+    out = _run(code, {"PATH": "/usr/bin:/bin"}).split()
+    assert out[:2] == ["True", "False"] and int(out[2]) < 5
+    assert out[3] == "True" and int(out[4]) > 30
+
+
 def test_release_free_heap_is_a_no_op_when_not_tuned(monkeypatch):
     import flowcli.allocator as a
     monkeypatch.setitem(a._state, "libc", None)
