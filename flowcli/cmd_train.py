@@ -55,9 +55,11 @@ baseline. --frames and --iters do not apply to it.
 @click.option("--estimated-past", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
               help="With --predict: fraction of samples whose past flow is the shipped estimator's output "
                    "(as predict-next gives it) instead of the GT; costs one estimation per such sample.")
+@click.option("--occluded-weight", type=click.FloatRange(1.0, 10.0), default=1.0, show_default=True,
+              help="With --predict: loss weight of the pixels that the next frame hides.")
 @quiet_option
 def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, max_speed,
-              speed_exponent, bf16, threads, save_every, eval_every, predict, estimated_past, quiet):
+              speed_exponent, bf16, threads, save_every, eval_every, predict, estimated_past, occluded_weight, quiet):
     """Train MemFlow weights from procedurally generated clips with exact ground truth."""
     from .cmd_estimate import parse_size
     from .train import TrainConfig, train
@@ -66,8 +68,8 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
     w, h = parse_size(size)
     if w % 8 or h % 8:
         raise click.BadParameter("width and height must be multiples of 8", param_hint="--size")
-    if estimated_past and not predict:
-        raise click.UsageError("--estimated-past applies to --predict")
+    if (estimated_past or occluded_weight != 1.0) and not predict:
+        raise click.UsageError("--estimated-past and --occluded-weight apply to --predict")
     if predict:
         from .train_predict import PredictTrainConfig, train_predict
         if init:
@@ -76,7 +78,8 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
             raise click.UsageError("--max-speed and --speed-exponent apply to the estimator, not --predict")
         cfg = PredictTrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps,
                                  batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
-                                 save_every=save_every, eval_every=eval_every, estimated_past=estimated_past)
+                                 save_every=save_every, eval_every=eval_every, estimated_past=estimated_past,
+                                 occluded_weight=occluded_weight)
         run = functools.partial(train_predict, cfg, resume=resume)
     else:
         cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,

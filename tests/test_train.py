@@ -96,6 +96,29 @@ def test_train_predict_runs_and_resumes(tmp_path):
     assert int(model_from_safetensors(train_predict(cfg, resume=str(path)))[1]["step"]) == 4
 
 
+def test_predictor_loss_weighs_occluded_pixels_but_not_the_epe():
+    from flowcli.train_predict import l1_epe
+    gt = torch.zeros(1, 2, 2, 2)
+    pred = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 3.0]]]])   # errors 1, 0, 0, 3
+    valid = torch.ones(1, 2, 2)
+    occluded = torch.tensor([[[0.0, 0.0], [0.0, 1.0]]])
+    loss, epe = l1_epe(pred, gt, valid)
+    assert loss.item() == pytest.approx(1.0) and epe == pytest.approx(1.0)
+    loss, epe = l1_epe(pred, gt, valid, 1 + 2 * occluded)                         # weight 3 where hidden
+    assert loss.item() == pytest.approx((1 + 3 * 3) / 4) and epe == pytest.approx(1.0)
+    valid[0, 1, 1] = 0                                                           # invalid stays out
+    assert l1_epe(pred, gt, valid, 1 + 2 * occluded)[0].item() == pytest.approx(1 / 3)
+
+
+def test_train_predict_with_occluded_weight_runs(tmp_path):
+    cfg = PredictTrainConfig(out_dir=str(tmp_path / "p"), total_steps=4, max_steps=1, batch_size=2, height=64,
+                             width=96, workers=0, save_every=1, eval_every=5, eval_clips=1, warmup_steps=1,
+                             occluded_weight=3.0)
+    assert int(model_from_safetensors(train_predict(cfg))[1]["step"]) == 1
+    saved = json.loads((tmp_path / "p" / "train_config.json").read_text())
+    assert saved["occluded_weight"] == 3.0
+
+
 def test_predictor_training_mixes_gt_corrupted_and_estimated_past_flows():
     """choose_past: estimated samples carry the shipped estimator's flow 0 -> 1, the others GT or corrupted GT."""
     from flowcli.synth import ClipParams, generate_clip
@@ -140,12 +163,14 @@ def test_cli_train_predict(tmp_path):
     out = tmp_path / "cli"
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--steps", "5", "--max-steps", "1",
                                  "--size", "96x64", "--batch-size", "2", "--eval-every", "1", "--quiet",
-                                 "--estimated-past", "0.5"])
+                                 "--estimated-past", "0.5", "--occluded-weight", "2"])
     assert r.exit_code == 0, r.output
     assert (out / "latest.safetensors").is_file()
-    assert json.loads((out / "train_config.json").read_text())["estimated_past"] == 0.5
-    r = CliRunner().invoke(cli, ["train", "-o", str(out), "--estimated-past", "0.3"])
-    assert r.exit_code == 2 and "--predict" in r.output
+    saved = json.loads((out / "train_config.json").read_text())
+    assert saved["estimated_past"] == 0.5 and saved["occluded_weight"] == 2.0
+    for option in (["--estimated-past", "0.3"], ["--occluded-weight", "2"]):
+        r = CliRunner().invoke(cli, ["train", "-o", str(out), *option])
+        assert r.exit_code == 2 and "--predict" in r.output
     r = CliRunner().invoke(cli, ["train", "--predict", "-o", str(out), "--init", str(out / "latest.safetensors")])
     assert r.exit_code == 2 and "--resume" in r.output
 
