@@ -40,7 +40,13 @@ MMAP_THRESHOLD_BYTES = 32 * 2**20   # glibc's maximum for this setting on 64-bit
 TRIM_THRESHOLD_BYTES = 2**31 - 1     # (the largest int mallopt takes) never trim the heap top
 KEEP_FREE_BYTES = 64 * 2**20        # release_free_heap leaves a heap with at most this much free alone
 
-_state = {"done": False, "applied": False, "libc": None}
+_state = {"done": False, "applied": False, "libc": None, "mallinfo2": None}
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
 
 
 def tune_malloc() -> bool:
@@ -61,23 +67,17 @@ def tune_malloc() -> bool:
     ok = mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) == 1 and ok
     _state["applied"] = ok
     _state["libc"] = libc if ok else None
+    mallinfo2 = getattr(libc, "mallinfo2", None) if ok else None  # glibc >= 2.33
+    if mallinfo2 is not None:
+        mallinfo2.restype = _MallInfo2
+    _state["mallinfo2"] = mallinfo2
     return ok
-
-
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
-                 "keepcost")]
 
 
 def free_heap_bytes() -> int | None:
     """Bytes the heap holds free (glibc >= 2.33 ``mallinfo2().fordblks``); None where unknown."""
-    libc = _state["libc"]
-    fn = getattr(libc, "mallinfo2", None) if libc is not None else None
-    if fn is None:
-        return None
-    fn.restype = _MallInfo2
-    return int(fn().fordblks)
+    mallinfo2 = _state["mallinfo2"] if _state["libc"] is not None else None
+    return None if mallinfo2 is None else int(mallinfo2().fordblks)
 
 
 def release_free_heap(keep_bytes: int = KEEP_FREE_BYTES) -> bool:
