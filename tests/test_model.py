@@ -95,6 +95,21 @@ def test_encoder_inference_fast_path_equals_module_path(norm):
     torch.testing.assert_close(fast, plain, atol=2e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("band_bytes", [1, 3 * 8 * 4 * 7, 2**20])
+def test_in_place_instance_norm_equals_the_built_in_for_any_band_of_rows(band_bytes, monkeypatch):
+    """normalize_ sums squared deviations a band of rows at a time: one row, bands of 7 rows that
+    leave a partial last band (H=23), and one band; all equal F.instance_norm (+ ReLU), in place."""
+    from flowcli.model import encoder
+    monkeypatch.setattr(encoder, "SQUARE_BAND_BYTES", band_bytes)
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 23, 3) * 3 + 5).contiguous(memory_format=torch.channels_last)
+    expected = torch.relu(torch.nn.functional.instance_norm(x, eps=1e-5))
+    y = x.clone()
+    out = encoder.InstanceNorm(8).normalize_(y, relu=True)
+    assert out.data_ptr() == y.data_ptr()
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+
+
 def test_run_size_and_resize_flow():
     assert run_size(436, 1024, max_side=512) == (218, 512)
     assert run_size(100, 200, scale=0.5) == (50, 100)

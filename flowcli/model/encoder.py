@@ -13,6 +13,9 @@ from torch import nn
 from . import fused
 
 
+SQUARE_BAND_BYTES = 2**20  # InstanceNorm.normalize_: size of one band of squared deviations
+
+
 class InstanceNorm(nn.InstanceNorm2d):
     """nn.InstanceNorm2d (affine=False: no parameters, no state_dict keys) that keeps NHWC.
 
@@ -35,9 +38,18 @@ class InstanceNorm(nn.InstanceNorm2d):
 
     def normalize_(self, y: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """The same normalisation (then ReLU) in place on ``y``, a float32 NHWC temporary at inference:
-        no new tensor of y's size, which at 1/2 resolution is 29 MB per call at 436x1024."""
+        no new tensor of y's size, which at 1/2 resolution is 29 MB per call at 436x1024.
+
+        The squared deviations are summed a band of rows at a time (~1 MB each: a band of an NHWC
+        map is one contiguous block), so no y-sized temporary exists either; the built-in
+        no-temporary reductions (``var``, ``vector_norm``) were 4x slower over H and W of NHWC."""
+        b, c, h, w = y.shape
         y.sub_(y.mean((2, 3), keepdim=True))
-        y.mul_(torch.rsqrt(y.square().mean((2, 3), keepdim=True) + self.eps))
+        rows = max(1, SQUARE_BAND_BYTES // (c * w * y.element_size()))
+        sq = torch.zeros(b, c, 1, 1, dtype=y.dtype, device=y.device)
+        for top in range(0, h, rows):
+            sq.add_(y[:, :, top:top + rows].square().sum((2, 3), keepdim=True))
+        y.mul_(torch.rsqrt(sq.div_(h * w).add_(self.eps)))
         return y.relu_() if relu else y
 
 
