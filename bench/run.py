@@ -7,7 +7,8 @@
 Sections (``--only``, comma-separated): ``check`` (baseline == engine), ``estimate`` (flowcli
 FlowStream, every supported precision), ``baseline`` (official-like re-implementation,
 bench/official_like.py), ``flat`` (RSS over a longer stream), ``precision`` (bf16 vs fp32
-end-point difference), ``predict`` (MemFlow-P loop), ``e2e`` (``flowcli estimate`` vs pure model),
+end-point difference), ``predict`` (MemFlow-P loop), ``roofline`` (GFLOP per frame against the
+machine's float32 matrix-multiply rate: how far the fp32 times are from what the arithmetic allows), ``e2e`` (``flowcli estimate`` vs pure model),
 ``batch`` (``flowcli batch`` frames/s with 1 and 2 local workers, bench/batch_row.py).
 Every configuration runs in a fresh process (bench/worker.py), so each peak RSS is its own.
 Timing: wall clock per ``push`` after warm-up pairs; the median is reported.
@@ -29,7 +30,8 @@ if __package__ in (None, ""):
 from bench.measure import REPO, machine_info, run_process, run_worker  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "e2e", "batch")
+SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "roofline", "e2e", "batch")
+SPEED_GOAL, PREDICT_GOAL = 4.0, 3.0  # issue #4 (fp32 estimation) and #6 (P step): x the official figures
 
 # Official MemFlow on this machine type: 2 threads, float32, random weights, 15 iterations
 # (../shared/docs/cpu-facts.md). (height, width) -> (s/frame, peak RSS GB).
@@ -233,6 +235,12 @@ def plan_predict(args, precisions) -> list[Job]:
             for hw in args.sizes for p in precisions]
 
 
+def plan_roofline(args) -> list[Job]:
+    return ([worker_job("gemm peak", {"kind": "gemm_peak"}, args.threads)]
+            + [worker_job(f"flops {sz(hw)}", {"kind": "flops", "size": list(hw), "iters": args.iters}, args.threads)
+               for hw in args.sizes])
+
+
 def plan_e2e(args, tmp: Path) -> list[Job]:
     """Make the video and a random-weight official .pth now; the CLI run and the pure-model run are jobs."""
     import torch
@@ -414,6 +422,46 @@ def report_predict(args, res, results, precisions):
     print(table(["size", "precision", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
 
 
+def report_roofline(args, res, results):
+    """GFLOP/frame, the GFLOP/s the fp32 times attain, and what the speed goals would need."""
+    peak = res["gemm peak"]
+    section(f"Roofline (float32, {args.threads} threads): GFLOP per frame (torch FlopCounterMode, plain ops) "
+            f"against this machine's matrix-multiply rate")
+    if error_of(peak):
+        print(f"skipped: {error_of(peak)}")
+        return
+    rate = peak["gemm_gflops"]
+    speed = {tuple(r["size"]): r for r in results.get("speed", [])
+             if r.get("impl") == "flowcli" and r.get("precision") == "fp32" and not error_of(r)}
+    pred = {tuple(r["size"]): r for r in results.get("predict", []) if isinstance(r, dict)
+            and r.get("precision") == "fp32" and not error_of(r)} if isinstance(results.get("predict"), list) else {}
+    rows, out = [], []
+    for hw in args.sizes:
+        r = res[f"flops {sz(hw)}"]
+        if error_of(r):
+            out.append([sz(hw), "skipped: " + error_of(r)[:60]] + [""] * 6)
+            continue
+        for what, gflop, timed, quoted, goal in (
+                ("estimate", r["estimate_gflop"], speed.get(hw), OFFICIAL_QUOTED.get(hw), SPEED_GOAL),
+                ("P step", r["predict_gflop"], pred.get(hw), OFFICIAL_QUOTED_PREDICT.get(hw), PREDICT_GOAL)):
+            t = timed["median_s"] if timed else None
+            goal_s = quoted[0] / goal if quoted and quoted_ok(args) else None
+            row = {"size": list(hw), "what": what, "gflop": gflop, "s_per_frame": t,
+                   "attained_gflops": gflop / t if t else None, "floor_s": gflop / rate,
+                   "goal_s": goal_s, "goal_gflops": gflop / goal_s if goal_s else None}
+            rows.append(row)
+            out.append([sz(hw), what, fmt(gflop, 1), fmt(row["floor_s"]), fmt(t) if t else "-",
+                        f"{fmt(row['attained_gflops'], 0)} ({100 * row['attained_gflops'] / rate:.0f}%)" if t else "-",
+                        fmt(goal_s) if goal_s else "-",
+                        f"{fmt(row['goal_gflops'], 0)} ({100 * row['goal_gflops'] / rate:.0f}%)" if goal_s else "-"])
+    results["roofline"] = {"gemm_gflops": rate, "rows": rows}
+    print(f"float32 matrix multiply (2048^3 torch.mm): {rate:.0f} GFLOP/s")
+    print(table(["size", "what", "GFLOP/frame", "s at that rate", "s/frame (this run)", "attained GFLOP/s (% of mm)",
+                 "goal s/frame", "goal needs GFLOP/s (% of mm)"], out, "llrrrrrr"))
+    print("every op counts at the matrix-multiply rate in the 's at that rate' column; depthwise convolutions, "
+          "norms and the correlation lookup run well below it")
+
+
 def report_e2e(args, res, results):
     h, w = args.e2e_size
     section(f"End-to-end `flowcli estimate` vs pure model time (generated {w}x{h} video, {args.e2e_frames} frames, "
@@ -484,6 +532,8 @@ def main(argv=None) -> int:
             plan += plan_precision(args, precisions)
         if "predict" in args.only:
             plan += plan_predict(args, precisions)
+        if "roofline" in args.only:
+            plan += plan_roofline(args)
         if "e2e" in args.only:
             plan += plan_e2e(args, Path(tmp))
         print(f"\nrunning {len(plan)} configurations, each in a fresh process"
@@ -500,6 +550,8 @@ def main(argv=None) -> int:
         report_precision(args, res, results, precisions, note)
     if "predict" in args.only:
         report_predict(args, res, results, precisions)
+    if "roofline" in args.only:
+        report_roofline(args, res, results)
     if "e2e" in args.only:
         report_e2e(args, res, results)
     if "batch" in args.only:

@@ -6,7 +6,9 @@ Tasks (``task["kind"]``):
 * ``flat``: RSS over a longer stream (flatness);
 * ``equivalence``: max |flow difference| between FlowStream and the official-like baseline;
 * ``precision``: flows of every requested precision on real frames, and their differences;
-* ``model_time``: pure FlowStream time over the decoded frames of a video (for the e2e ratio).
+* ``model_time``: pure FlowStream time over the decoded frames of a video (for the e2e ratio);
+* ``flops``: GFLOP per estimation pair and per MemFlow-P step at one size;
+* ``gemm_peak``: the machine's float32 matrix-multiply GFLOP/s (the roofline for the above).
 
 The result (JSON) always carries ``peak_rss_gb`` (ru_maxrss at the end) and ``vm`` (VmRSS/VmHWM).
 """
@@ -226,8 +228,52 @@ def task_predict(task: dict) -> dict:
     return {"times_s": times, "median_s": median(times)}
 
 
+def task_flops(task: dict) -> dict:
+    """GFLOP of one estimation pair (OFFICIAL, ``iters``) and one MemFlow-P step at ``size``, counted
+    by torch's FlopCounterMode on the plain (unfused) ops -- the same arithmetic as the fast path."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from flowcli.model import InputPadder, MemFlowNet, fused, get_preset
+    from flowcli.predict import PredictStream
+    h, w = task["size"]
+    frames = TextureFrames(h, w, 0)
+    with fused.plain_ops():
+        stream = make_stream(random_model(0), task["iters"])
+        stream.push(frames[0])
+        stream.push(frames[1])
+        with FlopCounterMode(display=False) as count:
+            stream.push(frames[2])
+        estimate = count.get_total_flops() / 1e9
+        from flowcli.engine import StreamOptions
+        model = MemFlowNet(get_preset("sintel", "predict").config).eval()
+        pstream = PredictStream(model, StreamOptions(iters=1))
+        hp, wp = InputPadder(h, w).padded_size
+        low = torch.full((1, 2, hp // 8, wp // 8), 0.25)
+        pstream.push(frames[0])
+        pstream.push(frames[1], past_flow_low=low)
+        with FlopCounterMode(display=False) as count:
+            pstream.push(frames[2], past_flow_low=low)
+        predict = count.get_total_flops() / 1e9
+    return {"estimate_gflop": estimate, "predict_gflop": predict}
+
+
+def task_gemm_peak(task: dict) -> dict:
+    """This machine's float32 matrix-multiply rate (GFLOP/s): 2048^3 torch.mm, median of 15."""
+    n = 2048
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(3):
+        torch.mm(a, b)
+    times = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - t0)
+    return {"gemm_gflops": 2 * n ** 3 / median(times) / 1e9, "size": n}
+
+
 TASKS = {"speed": task_speed, "predict": task_predict, "flat": task_flat, "equivalence": task_equivalence,
-         "precision": task_precision, "model_time": task_model_time}
+         "precision": task_precision, "model_time": task_model_time, "flops": task_flops,
+         "gemm_peak": task_gemm_peak}
 
 
 def main(argv: list[str]) -> int:

@@ -43,7 +43,7 @@ def test_bench_quick(tmp_path):
                           "--json", str(out)], capture_output=True, text=True, timeout=240, cwd=REPO)
     assert run.returncode == 0, run.stderr[-3000:]
     text = run.stdout
-    for title in ("Baseline check", "Estimation: s/frame", "Memory flatness", "bf16 vs fp32",
+    for title in ("Baseline check", "Estimation: s/frame", "Memory flatness", "bf16 vs fp32", "Roofline",
                   "End-to-end `flowcli estimate`"):
         assert title in text, text
     assert "machine:" in text and "torch" in text
@@ -61,6 +61,11 @@ def test_bench_quick(tmp_path):
     assert base["median_s"] > 0 and base["peak_rss_gb"] > 0.05
     assert speed[("flowcli", "fp32")]["speedup_vs_baseline"] > 0
     assert res["flat"]["rss_end_gb"] > 0
+    roof = res["roofline"]
+    assert roof["gemm_gflops"] > 1
+    assert [r["what"] for r in roof["rows"]] == ["estimate", "P step"]
+    for r in roof["rows"]:  # the encoders alone are ~5.5 GFLOP at 128x160: fused ops left uncounted give ~0
+        assert r["gflop"] > 5 and r["attained_gflops"] > 0, r
     assert res["e2e"]["pure_model_s"] > 0 and res["e2e"]["ratio_wall"] > 0
     if "bf16" in res["precisions"] and "datasets" in res["precision"]:
         conf = res["precision"]["datasets"][0]

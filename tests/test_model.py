@@ -285,3 +285,12 @@ def test_correlation_lookup_matches_the_official_sampling_rule():
     assert out[4].abs().max() == 0 and out[2, 3].abs().max() == 0  # outside the 1x2 level
     half = pyr(torch.full((1, 2, 8, 16), 4.0) * torch.tensor([1.0, 0.0]).view(1, 2, 1, 1))[0, 75:]
     torch.testing.assert_close(half.reshape(5, 5, 8, 16)[2, 2], q.mean(-1))  # x = 0.5 at level 3
+
+
+def test_plain_ops_switches_fusion_off_only_inside_the_block():
+    from flowcli.model import fused
+    x = torch.randn(1, 8, 4, 5).contiguous(memory_format=torch.channels_last)
+    assert fused.usable(x)
+    with fused.plain_ops():
+        assert not fused.usable(x)
+    assert fused.usable(x)

@@ -11,6 +11,8 @@ rounding (checked by the conformance tests, which run this path).
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,6 +48,18 @@ def usable(x: torch.Tensor) -> bool:
     if _STATE["ok"] is None:
         _STATE["ok"] = torch.backends.mkldnn.is_available() and _self_check()
     return _STATE["ok"]
+
+
+@contextlib.contextmanager
+def plain_ops():
+    """Inside this block every module takes its plain PyTorch path (no fused oneDNN op): the same
+    mathematics, op by op, e.g. for torch's FlopCounterMode, which has no formula for fused ops."""
+    saved = _STATE["ok"]
+    _STATE["ok"] = False
+    try:
+        yield
+    finally:
+        _STATE["ok"] = saved
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
