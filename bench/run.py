@@ -8,8 +8,9 @@ Sections (``--only``, comma-separated): ``check`` (baseline == engine), ``estima
 FlowStream, every supported precision), ``baseline`` (official-like re-implementation,
 bench/official_like.py), ``flat`` (RSS over a longer stream), ``precision`` (bf16 vs fp32
 end-point difference), ``predict`` (MemFlow-P loop), ``roofline`` (GFLOP per frame against the
-machine's float32 matrix-multiply rate: how far the fp32 times are from what the arithmetic allows), ``e2e`` (``flowcli estimate`` vs pure model),
-``batch`` (``flowcli batch`` frames/s with 1 and 2 local workers, bench/batch_row.py).
+machine's float32 matrix-multiply rate: how far the fp32 times are from what the arithmetic allows),
+``e2e`` (``flowcli estimate`` vs pure model), ``batch`` (``flowcli batch`` frames/s with 1 and 2 local
+workers, bench/batch_row.py).
 Every configuration runs in a fresh process (bench/worker.py), so each peak RSS is its own.
 Timing: wall clock per ``push`` after warm-up pairs; the median is reported.
 """
@@ -422,6 +423,14 @@ def report_predict(args, res, results, precisions):
     print(table(["size", "precision", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
 
 
+def _fp32_by_size(rows, **match) -> dict:
+    """{(h, w): row} of the successful float32 rows of a report section that match ``match``."""
+    if not isinstance(rows, list):
+        return {}
+    return {tuple(r["size"]): r for r in rows if r.get("precision") == "fp32" and not error_of(r)
+            and all(r.get(k) == v for k, v in match.items())}
+
+
 def report_roofline(args, res, results):
     """GFLOP/frame, the GFLOP/s the fp32 times attain, and what the speed goals would need."""
     peak = res["gemm peak"]
@@ -431,10 +440,8 @@ def report_roofline(args, res, results):
         print(f"skipped: {error_of(peak)}")
         return
     rate = peak["gemm_gflops"]
-    speed = {tuple(r["size"]): r for r in results.get("speed", [])
-             if r.get("impl") == "flowcli" and r.get("precision") == "fp32" and not error_of(r)}
-    pred = {tuple(r["size"]): r for r in results.get("predict", []) if isinstance(r, dict)
-            and r.get("precision") == "fp32" and not error_of(r)} if isinstance(results.get("predict"), list) else {}
+    speed = _fp32_by_size(results.get("speed"), impl="flowcli")
+    pred = _fp32_by_size(results.get("predict"))  # a dict, not rows, when the section was skipped
     rows, out = [], []
     for hw in args.sizes:
         r = res[f"flops {sz(hw)}"]
