@@ -7,8 +7,12 @@ mask, if given, is true):
 * ``px1``, ``px3``, ``px5``: fraction of pixels with EPE < 1, 3, 5 px;
 * ``fl_all``: KITTI outlier rate, fraction of pixels with EPE > 3 px **and**
   EPE > 5 % of the GT vector length;
+* ``s0_10``, ``s10_40``, ``s40``: mean EPE over the pixels whose GT speed is
+  below 10 px, 10 to 40 px, and 40 px or more (the MPI-Sintel benchmark's
+  s0-10 / s10-40 / s40+ columns): where a method loses, small or large motion;
 * ``count``: number of pixels, plus ``<metric>_sum`` (sum of EPE, number of
-  pixels under 1/3/5 px, number of outliers) so results can be re-aggregated.
+  pixels under 1/3/5 px, number of outliers, EPE summed per speed band) and
+  ``<band>_count`` so results can be re-aggregated.
 
 Aggregation over a dataset (:meth:`EvalReport.summary`) is given both ways:
 
@@ -54,13 +58,14 @@ from .errors import InputError
 from .flowio import read_flow
 from .sources import read_image_rgb
 
-__all__ = ["METHODS", "REGIONS", "METRICS", "flow_metrics", "pair_metrics", "ClassicalStream", "PairRow", "EvalReport",
+__all__ = ["METHODS", "REGIONS", "METRICS", "SPEED_BANDS", "flow_metrics", "pair_metrics", "ClassicalStream", "PairRow", "EvalReport",
            "evaluate", "format_table"]
 
 METHODS = ("dis", "farneback")
 REGIONS = ("all", "noc")
 METRICS = ("epe", "px1", "px3", "px5", "fl_all")
 _THRESHOLDS = {"px1": 1.0, "px3": 3.0, "px5": 5.0}
+SPEED_BANDS = {"s0_10": (0.0, 10.0), "s10_40": (10.0, 40.0), "s40": (40.0, math.inf)}  # GT speed, px
 
 # Farneback parameters: the OpenCV tutorial's. (levels=5 gives identical numbers on the shared data: OpenCV stops
 # the pyramid where a level would get smaller than 32 px anyway.)
@@ -99,6 +104,11 @@ def flow_metrics(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray | None = Non
     out: dict[str, float] = {}
     for m in METRICS:
         out[m] = sums[f"{m}_sum"] / n if n else math.nan
+    for band, (lo, hi) in SPEED_BANDS.items():
+        in_band = (mag >= lo) & (mag < hi)
+        k = int(in_band.sum())
+        sums[f"{band}_sum"], sums[f"{band}_count"] = float(epe[in_band].sum()), k
+        out[band] = sums[f"{band}_sum"] / k if k else math.nan
     out["count"] = n
     out.update(sums)
     return out
@@ -113,6 +123,12 @@ def _summarise(metrics: list[dict[str, float]]) -> dict[str, float]:
         out[k] = float(np.mean([m[k] for m in used])) if used else math.nan
     for k in METRICS:
         out[f"{k}_px"] = sum(m[f"{k}_sum"] for m in used) / total if total else math.nan
+    for band in SPEED_BANDS:  # a pair with no pixel in a band does not count for that band
+        having = [m for m in used if m[f"{band}_count"] > 0]
+        count = sum(m[f"{band}_count"] for m in having)
+        out[band] = float(np.mean([m[band] for m in having])) if having else math.nan
+        out[f"{band}_px"] = sum(m[f"{band}_sum"] for m in having) / count if count else math.nan
+        out[f"{band}_count"] = count
     return out
 
 
@@ -237,7 +253,7 @@ def format_table(report: EvalReport) -> str:
     """A fixed-width table: one line per (pair, region), then the dataset summary."""
     seq_w = max([len("sequence")] + [len(r.sequence) for r in report.rows] + [len("mean over pairs")])
     head = (f"{'sequence':<{seq_w}}  {'pair':>4}  {'region':<6}  {'EPE':>8}  {'<1px':>6}  {'<3px':>6}  "
-            f"{'<5px':>6}  {'Fl-all':>6}  {'pixels':>9}  {'time s':>7}")
+            f"{'<5px':>6}  {'Fl-all':>6}  {'s0-10':>7}  {'s10-40':>7}  {'s40+':>7}  {'pixels':>9}  {'time s':>7}")
     iters = f", iters {report.iters}" if report.iters is not None else ""
     warm = ", warm start" if report.warm_start else ""
     lines = [f"{report.method} on {report.layout} ({report.root}): {report.sequences} sequences, "
@@ -246,7 +262,9 @@ def format_table(report: EvalReport) -> str:
     def line(name: str, pair: str, region: str, m: dict, seconds: str, epe_key="epe", sfx="") -> str:
         return (f"{name:<{seq_w}}  {pair:>4}  {region:<6}  {_fmt(m[epe_key]):>8}  "
                 f"{_fmt(m['px1' + sfx], True):>6}  {_fmt(m['px3' + sfx], True):>6}  {_fmt(m['px5' + sfx], True):>6}  "
-                f"{_fmt(m['fl_all' + sfx], True):>6}  {m['count']:>9}  {seconds:>7}")
+                f"{_fmt(m['fl_all' + sfx], True):>6}  "
+                + "".join(f"{_fmt(m[band + sfx]):>7}  " for band in SPEED_BANDS)
+                + f"{m['count']:>9}  {seconds:>7}")
 
     for row in report.rows:
         for r in REGIONS:

@@ -48,6 +48,10 @@ def test_metrics_known_answers_with_nan_gt():
     assert m["fl_all"] == pytest.approx(3 / 5)  # 5, 10, 10 (each > 3 px and > 5 % of |gt|)
     assert m["epe_sum"] == pytest.approx(26)
     assert m["px1_sum"] == 1 and m["px3_sum"] == 2 and m["px5_sum"] == 2 and m["fl_all_sum"] == 3
+    # Sintel speed bands by GT speed: 5, 0, 1 are below 10 px; the two 10 px vectors are in [10, 40)
+    assert m["s0_10"] == pytest.approx(2.0) and m["s0_10_count"] == 3 and m["s0_10_sum"] == pytest.approx(6)
+    assert m["s10_40"] == pytest.approx(10.0) and m["s10_40_count"] == 2
+    assert math.isnan(m["s40"]) and m["s40_count"] == 0
 
 
 def test_metrics_with_mask():
@@ -99,6 +103,8 @@ def test_summary_mean_over_pairs_and_per_pixel():
     assert s["all"]["epe_px"] == pytest.approx((1 + 9) / 4)   # each pixel counts once
     assert s["all"]["px3"] == pytest.approx((1 + 0) / 2)
     assert s["all"]["px3_px"] == pytest.approx(1 / 4)
+    assert s["all"]["s40"] == pytest.approx(2.0) and s["all"]["s40_px"] == pytest.approx(2.5)  # |gt| = 100
+    assert math.isnan(s["all"]["s0_10"]) and s["all"]["s0_10_count"] == 0  # no pair has a slow pixel
     assert s["seconds"] == pytest.approx(1.0) and s["seconds_per_pair"] == pytest.approx(0.5)
     d = json.loads(json.dumps(rep.to_dict(), allow_nan=False))
     assert [p["sequence"] for p in d["pairs"]] == ["a", "b"]
@@ -411,3 +417,15 @@ def test_memflow_loaded_weights(shared_data, tiny_model):
     assert "tiny-random on middlebury" in format_table(rep)
     with pytest.raises(ValueError, match="iters"):
         evaluate(tiny_model, shared_data / "middlebury", "middlebury", sequences=seqs)
+
+
+def test_speed_bands_average_only_over_pairs_with_such_pixels():
+    slow = np.zeros((1, 2, 2), np.float32)
+    slow[0, :, 0] = 1.0                                    # |gt| = 1 px, both pixels in s0-10
+    pred = slow.copy()
+    pred[0, :, 1] = [2.0, 4.0]                             # EPE 2 and 4
+    rows = [_row("fast", [1.0]), PairRow("slow", 0, "f.png", 0.5, {"all": flow_metrics(pred, slow)})]
+    s = EvalReport("m", "chairs", "/x", None, False, 2, rows).summary()["all"]
+    assert s["s0_10"] == pytest.approx(3.0) and s["s0_10_count"] == 2   # the fast pair does not count as 0
+    assert s["s40"] == pytest.approx(1.0) and s["s40_count"] == 1
+    assert math.isnan(s["s10_40"]) and s["s10_40_count"] == 0
