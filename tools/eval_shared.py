@@ -2,8 +2,9 @@
 
     .venv/bin/python tools/eval_shared.py [--weights NAME|PATH] [--iters N] [--json out.json]
 
-Prints a markdown table: mean EPE over pairs per dataset (all pixels; KITTI: noc
-EPE and Fl-noc), for the weights and for DIS-medium and Farneback, plus s/pair.
+Prints markdown tables: mean EPE over pairs per dataset (all pixels; KITTI: noc
+EPE and Fl-noc), for the weights and for DIS-medium and Farneback, plus s/pair;
+per Sintel scene; and per GT speed band (Sintel's s0-10 / s10-40 / s40+).
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from flowcli.evaluate import evaluate
+from flowcli.evaluate import SPEED_BANDS, evaluate
+from flowcli.jsonutil import nan_to_none
 from flowcli.weights import load_weights
 
 SETS = [("sintel", "sintel"), ("kitti2012", "kitti"), ("middlebury", "middlebury"),
@@ -22,7 +24,8 @@ def summarise(report, layout):
     s = report.summary()
     region = "noc" if layout == "kitti" else "all"
     m = s[region] if region in s else s
-    out = {"epe": m["epe"], "fl": m.get("fl_all"), "sec": s.get("seconds_per_pair")}
+    out = {"epe": m["epe"], "fl": m.get("fl_all"), "sec": s.get("seconds_per_pair"),
+           "bands": {band: m[band] for band in SPEED_BANDS}}  # mean over the pairs with such pixels
     if layout == "sintel":  # per scene: the acceptance targets are per scene
         scenes: dict[str, list[float]] = {}
         for row in report.rows:
@@ -58,8 +61,16 @@ def main() -> None:
     print("|---|---|---|---|")
     for scene in scenes:
         print(f"| {scene} | " + " | ".join(f"{rows['sintel'][n]['scenes'][scene]:.2f}" for n in rows["sintel"]) + " |")
+    print("\n| dataset | speed band | " + " | ".join(n for n in rows["sintel"]) + " |")
+    print("|---|---|---|---|---|")
+    for layout, r in rows.items():
+        for band in SPEED_BANDS:
+            cells = [r[n]["bands"][band] for n in r]
+            if all(c != c for c in cells):  # NaN: the dataset has no pixel this fast
+                continue
+            print(f"| {layout} | {band.replace('_', '-')} | " + " | ".join(f"{c:.2f}" for c in cells) + " |")
     if a.json:
-        Path(a.json).write_text(json.dumps(rows, indent=2))
+        Path(a.json).write_text(json.dumps(nan_to_none(rows), indent=2))
 
 
 if __name__ == "__main__":
