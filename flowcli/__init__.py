@@ -25,18 +25,21 @@ def load_model(weights: str | None = None, preset: str | None = None, device: st
 
 def estimate_flows(source, model=None, *, iters: int = 12, warm_start: bool = False, precision: str = "fp32",
                    max_side: int | None = None, start: int = 0, end: int | None = None, step: int = 1,
-                   device: str = "cpu"):
+                   device: str = "cpu", coarse_to_fine: bool = False):
     """Yield ``(index, flow)`` for consecutive frames of ``source``.
 
     ``source``: a video path, an image folder, or any iterable of (H, W, 3) uint8 RGB
     arrays. ``index`` is the first frame of the pair; ``flow`` is (H, W, 2) float32.
     Frames are streamed; the memory is carried across the whole source.
+    ``coarse_to_fine``: start from a half-size pass where motion is large (see
+    ``flowcli.coarse``; the CLI's default for the shipped weights, with ``iters=8``).
     """
     from .engine import StreamOptions, iter_flows
     from .sources import open_source
     if model is None:
         model = load_model(device=device)
-    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, precision=precision)
+    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, precision=precision,
+                            coarse=coarse_to_fine)
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         with open_source(str(source), start=start, end=end, step=step) as frames:
             yield from iter_flows(model, frames, options, device)

@@ -46,6 +46,9 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--preset", help="Official settings for a .pth checkpoint.")
 @click.option("--iters", type=click.IntRange(1, 100), help="Refinement iterations (default: the weights' own).")
 @click.option("--warm-start/--no-warm-start", default=False, show_default=True)
+@click.option("--coarse-to-fine/--no-coarse-to-fine", "coarse", default=None,
+              help="Coarse-to-fine start where motion is large (default: the weights' own; see "
+                   "`flowcli estimate --help`).")
 @click.option("--max-side", type=click.IntRange(8, None), help="Run the network smaller (metrics at full size).")
 @click.option("--predict", "predict", is_flag=True,
               help="Score next-frame prediction (MemFlow-P) against the constant-velocity baseline.")
@@ -57,13 +60,13 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")
 @quiet_option
 @json_option
-def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side, predict, past_flow,
+def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, predict, past_flow,
              estimate_weights, threads, quiet, as_json):
     """Evaluate flow accuracy on the dataset at ROOT."""
     from .evaluate import evaluate, format_table
 
     if predict:
-        return _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_side, past_flow,
+        return _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
                              estimate_weights, threads, quiet, as_json)
     if past_flow != "gt" or estimate_weights:
         raise click.UsageError("--past-flow/--estimate-weights only apply with --predict")
@@ -78,7 +81,9 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side,
         if weights or preset:
             raise click.UsageError("--weights/--preset only apply to --method memflow")
         subject = method
-    report = evaluate(subject, root, layout, iters=iters, warm_start=warm_start, max_side=max_side,
+    if method != "memflow" and coarse:
+        raise click.UsageError("--coarse-to-fine only applies to --method memflow")
+    report = evaluate(subject, root, layout, iters=iters, warm_start=warm_start, max_side=max_side, coarse=coarse,
                       progress=functools.partial(progress, quiet=quiet))
     if as_json:
         emit_json(report.to_dict())
@@ -86,8 +91,8 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, max_side,
         click.echo(format_table(report))
 
 
-def _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_side, past_flow, estimate_weights,
-                  threads, quiet, as_json):
+def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
+                  estimate_weights, threads, quiet, as_json):
     import torch
 
     from .errors import CheckpointError
@@ -97,8 +102,8 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_
 
     if method != "memflow" or warm_start:
         raise click.UsageError("--predict takes MemFlow-P --weights/--preset, not --method/--warm-start")
-    if past_flow == "gt" and (iters is not None or estimate_weights):
-        raise click.UsageError("--iters/--estimate-weights apply to --past-flow estimate only")
+    if past_flow == "gt" and (iters is not None or estimate_weights or coarse is not None):
+        raise click.UsageError("--iters/--estimate-weights/--coarse-to-fine apply to --past-flow estimate only")
     if weights is None and default_name("predict") is None:
         raise CheckpointError("no MemFlow-P (prediction) weights are shipped yet; pass --weights PATH")
     if threads:
@@ -106,7 +111,7 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, max_
     loaded = load_weights(weights, preset=preset, kind="predict")
     estimator = load_weights(estimate_weights, kind="estimate") if past_flow == "estimate" else None
     result = evaluate_predict(loaded, root, layout, past=past_flow, estimator=estimator, iters=iters,
-                              max_side=max_side,
+                              max_side=max_side, coarse=coarse,
                               progress=functools.partial(progress, quiet=quiet))
     if as_json:
         emit_json(result.to_dict())

@@ -75,7 +75,7 @@ def _check_kind(loaded, predict: bool, option: str) -> None:
               help="Also write the prediction at the first frame (no past motion yet).")
 @stream_options
 def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate_weights, estimate_preset,
-                 with_estimate, include_first, out_dir, weights, preset, iters, warm_start, device, max_side,
+                 with_estimate, include_first, out_dir, weights, preset, iters, warm_start, coarse, device, max_side,
                  scale, start, end, step, size, threads, max_flow, overwrite, quiet, as_json, **more_stream_options):
     """Predict, for every frame of INPUT, the optical flow to the next frame
     before that frame is seen (MemFlow-P).
@@ -92,7 +92,8 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
 
     if prior_flows is not None:
         for flag, given in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
-                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start)):
+                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start),
+                            ("--coarse-to-fine/--no-coarse-to-fine", coarse is not None)):
             if given:
                 raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
     if not formats and (not video or with_estimate):
@@ -115,6 +116,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         _check_kind(est, False, "--estimate-weights")
         estimator = est.model
         options.iters = iters or est.iters
+        options.coarse = est.coarse if coarse is None else coarse
         estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256, "preset": est.preset}
     job = PredictJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, frames=write_frames,
                      with_estimate=with_estimate, include_first=include_first, prior_flows=prior_flows,
@@ -133,6 +135,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         "estimate_weights": estimate_info,
         "iters": options.iters if estimator is not None else None,
         "warm_start": options.warm_start if estimator is not None else None,
+        "coarse_to_fine": options.coarse if estimator is not None else None,
         "max_side": options.max_side, "scale": options.scale, "precision": options.precision,
         "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
@@ -158,6 +161,8 @@ _HELP = {
     "preset": "Official settings of a MemFlow-P .pth: things or sintel (default things).",
     "iters": "Refinement iterations of the estimator (MemFlow-P itself runs one pass).",
     "warm_start": "Warm-start the estimator from the previous pair's flow (official: off).",
+    "coarse": "Coarse-to-fine start for the estimator where motion is large (default: the estimation "
+              "weights' own; see `flowcli estimate --help`).",
     "precision": "bf16: MemFlow-P and the estimator in bfloat16, faster on CPUs with AMX/AVX512-BF16; "
                  "predictions within ~0.05 px of fp32 (fp32 is the conformant path).",
 }

@@ -33,8 +33,9 @@ def list_cmd(as_json):
         click.echo("  (none)")
     for e in shipped:
         mark = "*" if e["name"] in defaults else " "
+        c2f = "coarse-to-fine " if e.get("coarse_to_fine") else ""
         click.echo(f" {mark} {e['name']:<22} {e.get('kind', 'estimate'):<9} iters {e.get('iters', '?'):<3} "
-                   f"{e.get('description', '')}")
+                   f"{c2f}{e.get('description', '')}")
     click.echo(f"\nOfficial MemFlow checkpoints (`flowcli weights download NAME`; cache {cache_dir()}):")
     for o in official:
         state = "downloaded" if o["downloaded"] else "not downloaded"

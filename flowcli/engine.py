@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .allocator import release_free_heap, tune_malloc
+from .coarse import CoarseGuide
 from .model import InputPadder, MemFlowNet, forward_interpolate
 from .model.workspace import Workspace
 
@@ -58,6 +60,21 @@ def resize_flow(flow: np.ndarray, height: int, width: int) -> np.ndarray:
     out[..., 0] *= width / w
     out[..., 1] *= height / h
     return out
+
+
+def flow_to_low(flow: np.ndarray, run_hw: tuple[int, int], padder: InputPadder,
+                device: torch.device | str = "cpu") -> torch.Tensor:
+    """Full-res (H,W,2) flow of the input frames -> (1,2,h,w) flow on the padded 1/8 grid.
+
+    As official: resize to the run size (if different), replicate-pad, bilinear
+    ``align_corners=True`` to (Hp/8, Wp/8), divide by 8. NaN counts as zero motion.
+    """
+    flow = np.nan_to_num(np.asarray(flow, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    flow = resize_flow(np.ascontiguousarray(flow), *run_hw)
+    x = torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1)[None].to(device)
+    x = padder.pad(x)
+    hp, wp = x.shape[-2:]
+    return F.interpolate(x, size=(hp // 8, wp // 8), mode="bilinear", align_corners=True) / 8
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -114,6 +131,7 @@ class StreamOptions:
     max_side: int | None = None
     scale: float | None = None
     precision: str = "fp32"        # "bf16": bfloat16 weights and activations (AMX on recent x86)
+    coarse: bool = False           # coarse-to-fine start for large motions (flowcli.coarse; not official)
 
 
 def prepare_model(model: MemFlowNet, precision: str, device: torch.device) -> MemFlowNet:
@@ -144,9 +162,12 @@ class FlowStream:
         self.device = torch.device(device)
         self.model = prepare_model(model, self.opt.precision, self.device)
         self.dtype = torch.bfloat16 if self.opt.precision == "bf16" else torch.float32
+        self.guide = CoarseGuide(self.model, self.opt, self.device) if self.opt.coarse else None
         self.reset()
 
     def reset(self) -> None:
+        if self.guide is not None:
+            self.guide.reset()
         self.memory = self.model.new_memory()
         self.workspace = Workspace()                 # correlation and attention buffers, reused per pair
         self.geometry: Geometry | None = None        # input size, run size and padding of this stream
@@ -174,6 +195,8 @@ class FlowStream:
         """Make ``image`` the previous frame without computing a pair (resume, first frame)."""
         x = self._prepare(image)
         self.prev_input, self.prev_fmap = x, self.model.encode_features(x)
+        if self.guide is not None:
+            self.guide.prime(image, self.geometry.run_hw)
 
     @torch.inference_mode()
     def push(self, image: np.ndarray) -> np.ndarray | None:
@@ -182,12 +205,16 @@ class FlowStream:
             self.prime(image)
             return None
         x = self._prepare(image)
+        flow_init = None
+        if self.guide is not None:  # the half-size pass first; its flow is the start if the motion is large
+            flow_init = CoarseGuide.start_flow(self.guide.push(image, self.geometry.run_hw), self.geometry)
+        if flow_init is not None:
+            flow_init = flow_init.to(self.device)
+        elif self.opt.warm_start and self.prev_flow_low is not None:
+            flow_init = forward_interpolate(self.prev_flow_low[0])[None].to(self.device)
         release_free_heap()  # the last pair's freed working set: the encoders come on top of the workspace
         fmap = self.model.encode_features(x)
         ctx = self.model.encode_context(self.prev_input)
-        flow_init = None
-        if self.opt.warm_start and self.prev_flow_low is not None:
-            flow_init = forward_interpolate(self.prev_flow_low[0])[None].to(self.device)
         release_free_heap()  # before the pair's large buffers: they come on top of the heap (flowcli.allocator)
         est = self.model.estimate(ctx, self.prev_fmap, fmap, self.memory, self.opt.iters, flow_init=flow_init,
                                   workspace=self.workspace)
@@ -210,6 +237,8 @@ class FlowStream:
                        frame_tokens=torch.tensor(self.memory.frame_tokens))
         if self.prev_flow_low is not None:
             out["prev_flow_low"] = _snapshot(self.prev_flow_low)
+        if self.guide is not None:
+            out.update({f"coarse.{k}": v for k, v in self.guide.state().items()})
         return out
 
     def load_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -220,6 +249,8 @@ class FlowStream:
             self.memory.frame_tokens = int(state["frame_tokens"])
         self.prev_flow_low = state["prev_flow_low"].to(self.device) if "prev_flow_low" in state else None
         self.pairs_done = int(state["pairs_done"])
+        if self.guide is not None:
+            self.guide.load_state({k[7:]: v for k, v in state.items() if k.startswith("coarse.")})
 
 
 def _snapshot(t: torch.Tensor) -> torch.Tensor:

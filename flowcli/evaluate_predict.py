@@ -103,7 +103,7 @@ def _model_and_name(weights: Any, default: str) -> tuple[Any, str]:
 
 def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past: str = "gt",
                      estimator: Any = None, iters: int | None = None, device: str = "cpu",
-                     max_side: int | None = None, progress: Callable[..., Iterable] | None = None,
+                     max_side: int | None = None, coarse: bool | None = None, progress: Callable[..., Iterable] | None = None,
                      sequences: list[EvalSequence] | None = None) -> PredictEvaluation:
     """Score a MemFlow-P model (a :class:`~flowcli.weights.LoadedWeights` or bare model) on ``root``.
 
@@ -127,7 +127,9 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
         iters = getattr(estimator, "iters", None) if iters is None else iters
         if iters is None:
             raise ValueError("iters is required with a bare estimator model")
-    stream = PredictStream(model, StreamOptions(iters=iters or 12, max_side=max_side), device, estimator=est_model)
+        coarse = getattr(estimator, "coarse", False) if coarse is None else coarse
+    options = StreamOptions(iters=iters or 12, max_side=max_side, coarse=bool(coarse) and est_model is not None)
+    stream = PredictStream(model, options, device, estimator=est_model)
     seqs = find_sequences(root, layout) if sequences is None else sequences
     seqs = [s for s in seqs if scored_pairs(s, past)]
     if not seqs:

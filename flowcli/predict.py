@@ -44,9 +44,8 @@ from typing import Callable
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from .engine import FlowStream, Geometry, StreamOptions, image_to_input, output_flow, prepare_model, resize_flow
+from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, image_to_input, output_flow, prepare_model
 from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate
 from .model.workspace import Workspace
@@ -62,21 +61,6 @@ def fnets_equal(a: MemFlowNet, b: MemFlowNet) -> bool:
         return False
     return all(sa[k].shape == sb[k].shape and sa[k].device == sb[k].device and torch.equal(sa[k], sb[k])
                for k in sa)
-
-
-def flow_to_low(flow: np.ndarray, run_hw: tuple[int, int], padder: InputPadder,
-                device: torch.device | str = "cpu") -> torch.Tensor:
-    """Full-res (H,W,2) flow of the input frames -> (1,2,h,w) flow on the padded 1/8 grid.
-
-    As official: resize to the run size (if different), replicate-pad, bilinear
-    ``align_corners=True`` to (Hp/8, Wp/8), divide by 8. NaN counts as zero motion.
-    """
-    flow = np.nan_to_num(np.asarray(flow, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
-    flow = resize_flow(np.ascontiguousarray(flow), *run_hw)
-    x = torch.from_numpy(np.ascontiguousarray(flow)).permute(2, 0, 1)[None].to(device)
-    x = padder.pad(x)
-    hp, wp = x.shape[-2:]
-    return F.interpolate(x, size=(hp // 8, wp // 8), mode="bilinear", align_corners=True) / 8
 
 
 @dataclass
@@ -379,7 +363,7 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
                  start: int, step: int) -> str:
     o = job.options
     past = {"prior_flows": str(Path(job.prior_flows).resolve())} if job.prior_flows is not None else \
-        {"estimator": estimate_sha, "iters": o.iters, "warm_start": o.warm_start}
+        {"estimator": estimate_sha, "iters": o.iters, "warm_start": o.warm_start, "coarse": o.coarse}
     return json.dumps({"command": "predict-next", "weights": weights_sha, **past, "max_side": o.max_side,
                        "scale": o.scale, "precision": o.precision, "start": start, "step": step,
                        "input": source_name}, sort_keys=True)

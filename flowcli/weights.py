@@ -41,6 +41,7 @@ class LoadedWeights:
     sha256: str
     iters: int          # default refinement iterations for these weights
     preset: str | None
+    coarse: bool = False  # coarse-to-fine start by default (flowcli.coarse); official checkpoints: never
 
 
 def cache_dir() -> Path:
@@ -74,6 +75,11 @@ def default_name(kind: str = "estimate") -> str | None:
         if e.get("default"):
             return e["name"]
     return entries[0]["name"] if entries else None
+
+
+def coarse_default(meta: dict[str, str]) -> bool:
+    """Whether flowcli weights ask for the coarse-to-fine start by default (metadata ``coarse_to_fine``)."""
+    return meta.get("coarse_to_fine", "false").lower() in ("1", "true", "yes")
 
 
 # -- saving our own weights ---------------------------------------------------------------------------
@@ -167,7 +173,8 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
         if entry.get("sha256") and entry["sha256"] != digest:
             raise CheckpointError(f"{path}: sha256 does not match weights/manifest.json")
         model, meta = model_from_safetensors(path)
-        return LoadedWeights(model.to(device), weights, str(path), digest, int(meta.get("iters", 12)), None)
+        return LoadedWeights(model.to(device), weights, str(path), digest, int(meta.get("iters", 12)), None,
+                             coarse_default(meta))
     if weights in OFFICIAL_NAMES:
         path = _official_cached(weights)
         preset = preset or OFFICIAL_NAMES[weights]
@@ -180,7 +187,8 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
     digest = sha256_file(path)
     if path.suffix == ".safetensors":
         model, meta = model_from_safetensors(path)
-        return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None)
+        return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None,
+                             coarse_default(meta))
     _check_recorded_sha(path, digest)
     try:
         p = get_preset(preset or "things", kind)

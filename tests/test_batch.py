@@ -307,7 +307,10 @@ def test_signal_mid_batch_then_rerun_completes(assets, tmp_path, sig, workers):
             proc.kill()
             proc.wait()
     assert proc.returncode == 128 + sig, err
-    assert err.strip().splitlines()[-1].startswith("flowcli: error: interrupted")
+    # Python's multiprocessing resource tracker (a separate process) may warn after flowcli's last line
+    # about a queue semaphore of a killed worker; that is not flowcli's output
+    ours = [line for line in err.strip().splitlines() if "resource_tracker" not in line]
+    assert ours[-1].startswith("flowcli: error: interrupted"), err
     done_before = [r["output"] for r in _consistent(out)]
     assert len(done_before) < 4
     partial = [d for d in out.iterdir() if d.is_dir() and d.name not in done_before]

@@ -1,14 +1,15 @@
 """Copy a training checkpoint into weights/ and record it in weights/manifest.json.
 
     .venv/bin/python tools/ship_weights.py runs/cpu-small/latest.safetensors flowcli-small \
-        --description "..." [--kind estimate] [--default] [--iters N]
+        --description "..." [--kind estimate] [--default] [--iters N] [--coarse-to-fine | --no-coarse-to-fine]
 
 The shipped file is the training checkpoint itself (weights + config + step
 metadata, no optimizer state), so `flowcli train --resume weights/NAME.safetensors`
 continues the same schedule on a fresh machine. ``--iters N`` records N as the
 weights' default refinement iterations (the file is re-saved with that metadata;
 the training script records its ``infer_iters``), for when an evaluation shows
-that fewer iterations are as accurate.
+that fewer iterations are as accurate. ``--coarse-to-fine`` likewise records
+that the weights run with the coarse-to-fine start by default (flowcli.coarse).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import json
 import shutil
 
 from flowcli.model.checkpoint import sha256_file
-from flowcli.weights import model_from_safetensors, save_safetensors, weights_dir
+from flowcli.weights import coarse_default, model_from_safetensors, save_safetensors, weights_dir
 
 
 def main() -> None:
@@ -28,16 +29,23 @@ def main() -> None:
     ap.add_argument("--kind", default="estimate", choices=["estimate", "predict"])
     ap.add_argument("--default", action="store_true")
     ap.add_argument("--iters", type=int, help="default refinement iterations to record (default: the file's)")
+    ap.add_argument("--coarse-to-fine", dest="coarse", action=argparse.BooleanOptionalAction,
+                    help="record whether the coarse-to-fine start is on by default (default: the file's)")
     a = ap.parse_args()
     if a.iters is not None and a.iters < 1:
         ap.error("--iters must be at least 1")
     model, meta = model_from_safetensors(a.src)  # validates the file
     dest_dir = weights_dir()
     dest = dest_dir / f"{a.name}.safetensors"
+    changes = {}
     if a.iters is not None and a.iters != int(meta.get("iters", 12)):
+        changes["iters"] = str(a.iters)
+    if a.coarse is not None and a.coarse != coarse_default(meta):
+        changes["coarse_to_fine"] = "true" if a.coarse else "false"
+    if changes:
+        meta.update(changes)
         extra = {k: v for k, v in meta.items() if k not in ("flowcli_config", "iters")}
-        save_safetensors(dest, model, iters=a.iters, extra=extra)
-        meta["iters"] = str(a.iters)
+        save_safetensors(dest, model, iters=int(meta.get("iters", 12)), extra=extra)
     else:
         shutil.copyfile(a.src, dest)
     path = dest_dir / "manifest.json"
@@ -49,7 +57,7 @@ def main() -> None:
                 e["default"] = False
     entries.append({
         "name": a.name, "file": dest.name, "kind": a.kind, "default": a.default,
-        "sha256": sha256_file(dest), "iters": int(meta.get("iters", 12)),
+        "sha256": sha256_file(dest), "iters": int(meta.get("iters", 12)), "coarse_to_fine": coarse_default(meta),
         "train_step": int(meta.get("step", 0)), "train_seconds": float(meta.get("train_seconds", 0)),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": json.loads(meta["flowcli_config"]), "description": a.description,
