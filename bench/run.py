@@ -9,6 +9,7 @@ FlowStream, every supported precision), ``baseline`` (official-like re-implement
 bench/official_like.py), ``flat`` (RSS over a longer stream), ``precision`` (bf16 vs fp32
 end-point difference), ``predict`` (MemFlow-P loop), ``roofline`` (GFLOP per frame against the
 machine's float32 matrix-multiply rate: how far the fp32 times are from what the arithmetic allows),
+``coarse`` (the shipped weights with and without the coarse-to-fine start: its cost),
 ``e2e`` (``flowcli estimate`` vs pure model), ``batch`` (``flowcli batch`` frames/s with 1 and 2 local
 workers, bench/batch_row.py).
 Every configuration runs in a fresh process (bench/worker.py), so each peak RSS is its own.
@@ -31,7 +32,7 @@ if __package__ in (None, ""):
 from bench.measure import REPO, machine_info, run_process, run_worker  # noqa: E402
 
 SHARED = REPO.parent / "shared"
-SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "roofline", "e2e", "batch")
+SECTIONS = ("check", "estimate", "baseline", "flat", "precision", "predict", "roofline", "coarse", "e2e", "batch")
 SPEED_GOAL, PREDICT_GOAL = 4.0, 3.0  # issue #4 (fp32 estimation) and #6 (P step): x the official figures
 
 # Official MemFlow on this machine type: 2 threads, float32, random weights, 15 iterations
@@ -242,6 +243,14 @@ def plan_roofline(args) -> list[Job]:
                for hw in args.sizes])
 
 
+def plan_coarse(args) -> list[Job]:
+    hw = max(args.sizes, key=lambda s: s[0] * s[1])
+    return [worker_job(f"coarse {c} {sz(hw)}", {"kind": "speed", "impl": "flowcli", "weights": "shipped",
+                                                "options": {"coarse": c}, "size": list(hw), "iters": None,
+                                                "frames": args.frames, "warmup": args.warmup}, args.threads)
+            for c in (False, True)]
+
+
 def plan_e2e(args, tmp: Path) -> list[Job]:
     """Make the video and a random-weight official .pth now; the CLI run and the pure-model run are jobs."""
     import torch
@@ -266,6 +275,22 @@ def plan_e2e(args, tmp: Path) -> list[Job]:
     return [Job("e2e flowcli estimate", cli),
             worker_job("e2e pure model", {"kind": "model_time", "video": str(video), "weights": str(weights),
                                           "preset": "sintel", "iters": args.iters}, args.threads)]
+
+
+def report_coarse(args, res, results) -> None:
+    hw = max(args.sizes, key=lambda s: s[0] * s[1])
+    section(f"Coarse-to-fine start: its cost with the shipped weights ({sz(hw)}, their default iterations, "
+            f"{args.threads} threads, fp32; the half-size pass runs on every pair, whether or not its flow is used)")
+    plain, c2f = res[f"coarse False {sz(hw)}"], res[f"coarse True {sz(hw)}"]
+    results["coarse"] = {"plain": plain, "coarse": c2f}
+    if error_of(plain) or error_of(c2f):
+        print("skipped: " + (error_of(plain) or error_of(c2f)))
+        return
+    ratio = c2f["median_s"] / plain["median_s"]
+    results["coarse"]["ratio"] = ratio
+    print(table(["start", "s/frame", "ratio", "peak RSS GB"],
+                [["from zero (--no-coarse-to-fine)", fmt(plain["median_s"]), "1.000", fmt(plain["peak_rss_gb"], 2)],
+                 ["coarse-to-fine", fmt(c2f["median_s"]), f"{ratio:.3f}", fmt(c2f["peak_rss_gb"], 2)]]))
 
 
 # -- reports ----------------------------------------------------------------------------------------------
@@ -541,6 +566,8 @@ def main(argv=None) -> int:
             plan += plan_predict(args, precisions)
         if "roofline" in args.only:
             plan += plan_roofline(args)
+        if "coarse" in args.only:
+            plan += plan_coarse(args)
         if "e2e" in args.only:
             plan += plan_e2e(args, Path(tmp))
         print(f"\nrunning {len(plan)} configurations, each in a fresh process"
@@ -559,6 +586,8 @@ def main(argv=None) -> int:
         report_predict(args, res, results, precisions)
     if "roofline" in args.only:
         report_roofline(args, res, results)
+    if "coarse" in args.only:
+        report_coarse(args, res, results)
     if "e2e" in args.only:
         report_e2e(args, res, results)
     if "batch" in args.only:

@@ -2,7 +2,8 @@
 
 Tasks (``task["kind"]``):
 
-* ``speed``: s/frame of flowcli's FlowStream or the official-like baseline at one size;
+* ``speed``: s/frame of flowcli's FlowStream or the official-like baseline at one size (random
+  official weights, or ``"weights": "shipped"``; ``"options"``: further StreamOptions fields);
 * ``flat``: RSS over a longer stream (flatness);
 * ``equivalence``: max |flow difference| between FlowStream and the official-like baseline;
 * ``precision``: flows of every requested precision on real frames, and their differences;
@@ -73,7 +74,7 @@ def random_model(seed: int = 0, sharpen_memory: bool = False):
 
 def make_impl(task: dict, model):
     if task["impl"] == "flowcli":
-        return make_stream(model, task["iters"], task.get("precision", "fp32"))
+        return make_stream(model, task["iters"], task.get("precision", "fp32"), **task.get("options", {}))
     if task["impl"] == "official_like":
         from bench.official_like import OfficialLikeStream
         if task.get("precision", "fp32") != "fp32":
@@ -87,7 +88,12 @@ def task_speed(task: dict) -> dict:
     h, w = task["size"]
     n_timed, warmup = task["frames"], task.get("warmup", 1)
     frames = TextureFrames(h, w, task.get("seed", 0))
-    model = random_model(task.get("seed", 0))
+    if task.get("weights") == "shipped":  # this project's trained weights, at their own iterations
+        from flowcli.weights import load_weights
+        loaded = load_weights(None)
+        model, task = loaded.model, {**task, "iters": task.get("iters") or loaded.iters}
+    else:
+        model = random_model(task.get("seed", 0))
     stream = make_impl(task, model)
     vm_before = proc_status()
     t0 = time.perf_counter()

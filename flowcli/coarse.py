@@ -11,7 +11,8 @@ Measured with flowcli-small (session 8, 8 iterations; EPE, plain -> coarse-to-fi
 49.5 -> 32.3, KITTI #45 noc 4.84 -> 2.97, 20 held-out synthetic clips at 436x1024 (motions up to
 128 px) 11.5 -> 8.5; alley_1, Middlebury and Chairs unchanged (the gate keeps them off); ambush_4
 59.6 -> 63.8. Starting every frame from the coarse flow (no gate) made small motions worse (alley_1
-0.78 -> 0.94). Cost: about +15% per pair (a quarter of the pixels, half the iterations).
+0.78 -> 0.94). Cost: about +25% per pair at 224x320 and 436x1024 (a quarter of the pixels and half the
+iterations, but the encoders and fixed per-pair work do not shrink as much; `make bench`, section "coarse").
 
 This is an inference option of this project, not part of the official MemFlow: the official
 checkpoints run without it (their conformance is unaffected); flowcli's own weights record whether

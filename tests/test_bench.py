@@ -44,7 +44,7 @@ def test_bench_quick(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     text = run.stdout
     for title in ("Baseline check", "Estimation: s/frame", "Memory flatness", "bf16 vs fp32", "Roofline",
-                  "End-to-end `flowcli estimate`"):
+                  "Coarse-to-fine start", "End-to-end `flowcli estimate`"):
         assert title in text, text
     assert "machine:" in text and "torch" in text
 
@@ -67,6 +67,7 @@ def test_bench_quick(tmp_path):
     for r in roof["rows"]:  # the encoders alone are ~5.5 GFLOP at 128x160: fused ops left uncounted give ~0
         assert r["gflop"] > 5 and r["attained_gflops"] > 0, r
     assert res["e2e"]["pure_model_s"] > 0 and res["e2e"]["ratio_wall"] > 0
+    assert res["coarse"]["ratio"] > 1  # the half-size pass is extra work on every pair
     if "bf16" in res["precisions"] and "datasets" in res["precision"]:
         conf = res["precision"]["datasets"][0]
         assert conf["diff"]["bf16"]["mean_epe"] >= 0
