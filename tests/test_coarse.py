@@ -15,7 +15,7 @@ from flowcli.model import InputPadder
 from flowcli.synth.textures import random_texture
 from flowcli.weights import load_weights
 
-H, W = 192, 384
+H, W = 256, 384  # the smallest height that gets a coarse pass (half of it: MIN_COARSE_SIDE)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +60,19 @@ def test_large_motion_is_found_with_the_coarse_start_and_small_motion_is_unchang
     near = (4, 2)  # below the gate: the same computation as without the option
     a, b = (run(shipped.model, translating(near), c)[-1] for c in (False, True))
     np.testing.assert_array_equal(a, b)
+
+
+def test_small_frames_get_no_coarse_pass(shipped):
+    small = [im[:200, :300] for im in translating((30, 10))]  # half of 200 is below MIN_COARSE_SIDE
+    stream = FlowStream(shipped.model, StreamOptions(iters=2, coarse=True))
+    for im in small:
+        stream.push(im)
+    assert stream.guide.too_small and stream.guide.stream is None and stream.state().keys() == {
+        "pairs_done", "keys", "values", "frame_tokens", "prev_flow_low"}
+    stream.reset()  # another sequence may be larger
+    for im in translating((30, 10)):
+        stream.push(im)
+    assert not stream.guide.too_small and "coarse.keys" in stream.state()
 
 
 def test_resume_state_carries_the_coarse_stream(shipped):
