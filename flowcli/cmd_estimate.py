@@ -56,7 +56,7 @@ def stream_options(f):
                      help="Start each pair from the previous pair's flow, forward-splatted (official: off)."),
         click.option("--coarse-to-fine/--no-coarse-to-fine", "coarse", default=None,
                      help="Where a half-size pass finds large motion (the fastest 10% of pixels move >= 16 px), "
-                          "start the full-size pass from its flow: finds motions larger than the network learned; ~25% "
+                          "start the full-size pass from its flow: finds motions larger than the network learned; ~18% "
                           "slower. Default: the weights' own (on for the shipped flowcli-small; official "
                           "checkpoints run as the official code, without it)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",

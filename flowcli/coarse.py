@@ -9,12 +9,14 @@ with small motion are left alone: there the full-size pass from zero was the mor
 are small frames (half size below ``MIN_COARSE_SIDE``): there the half-size pass is too coarse to
 help (300 pairs of held-out 160x224 clips: 2.065 px EPE from zero, 2.120 with the coarse start).
 
-Measured with flowcli-small (session 8, 8 iterations; EPE, plain -> coarse-to-fine): temple_3
-49.5 -> 32.3, KITTI #45 noc 4.84 -> 2.97, 20 held-out synthetic clips at 436x1024 (motions up to
-128 px) 11.5 -> 8.5; alley_1, Middlebury and Chairs unchanged (the gate keeps them off); ambush_4
-59.6 -> 63.8. Starting every frame from the coarse flow (no gate) made small motions worse (alley_1
-0.78 -> 0.94). Cost: about +25% per pair at 224x320 and 436x1024 (a quarter of the pixels and half the
-iterations, but the encoders and fixed per-pair work do not shrink as much; `make bench`, section "coarse").
+Measured (EPE, from zero -> coarse-to-fine, 8 iterations): with the session-8 flowcli-small,
+temple_3 50.7 -> 32.7, KITTI #45 noc 4.89 -> 2.89, ambush_4 58.7 -> 61.2 (slow pixels next to its fast
+body start from the coarse flow's smeared motion); alley_1, Middlebury and Chairs unchanged (the gate
+keeps them off). With the session-7 file, 20 held-out synthetic clips at 436x1024 (motions up to
+128 px): 11.5 -> 8.5. Starting every frame from the coarse flow (no gate) made small motions worse (alley_1
+0.78 -> 0.94). Cost (`make bench`, section "coarse", quiet machine, 2 threads): 1.17x per pair at
+436x1024, 1.18x at 320x640 (a quarter of the pixels and half the iterations, but the encoders and
+fixed per-pair work do not shrink as much); 1.0x below 256 px, where it does not run.
 
 This is an inference option of this project, not part of the official MemFlow: the official
 checkpoints run without it (their conformance is unaffected); flowcli's own weights record whether
