@@ -41,7 +41,7 @@ class CoarseGuide:
     """The coarse stream beside a :class:`~flowcli.engine.FlowStream`; gives the full pass's start flow."""
 
     def __init__(self, model, options, device: torch.device):
-        from .engine import StreamOptions
+        from .engine import StreamOptions  # (engine imports this module: its names are imported at call time)
         self.model, self.device = model, device
         self.options = StreamOptions(iters=coarse_iters(options.iters), precision=options.precision)
         self.stream = None  # made at the first frame: its scale depends on the frame size
@@ -77,6 +77,10 @@ class CoarseGuide:
         """The coarse flow previous -> this frame at the input size (None: first frame, or frames too small)."""
         stream = self._stream(image, run_hw)
         return None if stream is None else stream.push(image)
+
+    def start(self, image: np.ndarray, geometry) -> torch.Tensor | None:
+        """Run the coarse pass on ``image``; the full pass's start flow for this pair, or None (from zero)."""
+        return self.start_flow(self.push(image, geometry.run_hw), geometry)
 
     @staticmethod
     def start_flow(coarse_flow: np.ndarray | None, geometry) -> torch.Tensor | None:

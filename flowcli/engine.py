@@ -207,7 +207,7 @@ class FlowStream:
         x = self._prepare(image)
         flow_init = None
         if self.guide is not None:  # the half-size pass first; its flow is the start if the motion is large
-            flow_init = CoarseGuide.start_flow(self.guide.push(image, self.geometry.run_hw), self.geometry)
+            flow_init = self.guide.start(image, self.geometry)
         if flow_init is not None:
             flow_init = flow_init.to(self.device)
         elif self.opt.warm_start and self.prev_flow_low is not None:

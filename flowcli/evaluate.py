@@ -58,8 +58,8 @@ from .errors import InputError
 from .flowio import read_flow
 from .sources import read_image_rgb
 
-__all__ = ["METHODS", "REGIONS", "METRICS", "SPEED_BANDS", "flow_metrics", "pair_metrics", "ClassicalStream", "PairRow", "EvalReport",
-           "evaluate", "format_table"]
+__all__ = ["METHODS", "REGIONS", "METRICS", "SPEED_BANDS", "flow_metrics", "pair_metrics", "ClassicalStream",
+           "PairRow", "EvalReport", "evaluate", "format_table"]
 
 METHODS = ("dis", "farneback")
 REGIONS = ("all", "noc")

@@ -103,7 +103,8 @@ def _model_and_name(weights: Any, default: str) -> tuple[Any, str]:
 
 def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past: str = "gt",
                      estimator: Any = None, iters: int | None = None, device: str = "cpu",
-                     max_side: int | None = None, coarse: bool | None = None, progress: Callable[..., Iterable] | None = None,
+                     max_side: int | None = None, coarse: bool | None = None,
+                     progress: Callable[..., Iterable] | None = None,
                      sequences: list[EvalSequence] | None = None) -> PredictEvaluation:
     """Score a MemFlow-P model (a :class:`~flowcli.weights.LoadedWeights` or bare model) on ``root``.
 
