@@ -115,8 +115,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         est = load_weights(estimate_weights, preset=estimate_preset, kind="estimate", device=dev)
         _check_kind(est, False, "--estimate-weights")
         estimator = est.model
-        options.iters = iters or est.iters
-        options.coarse = est.coarse if coarse is None else coarse
+        adopt_estimator_defaults(options, est, iters, coarse)
         estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256, "preset": est.preset}
     job = PredictJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, frames=write_frames,
                      with_estimate=with_estimate, include_first=include_first, prior_flows=prior_flows,
@@ -152,6 +151,13 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
             status(removed_message(report.removed), quiet)
     if source.damage.frames:
         status("warning: " + source.damage.warning(source.name), quiet)
+
+
+def adopt_estimator_defaults(options, est, iters: int | None, coarse: bool | None) -> None:
+    """The estimator's own iterations and coarse-to-fine default where none was given (``options`` were
+    built from the prediction weights, which have neither)."""
+    options.iters = iters or est.iters
+    options.coarse = est.coarse if coarse is None else coarse
 
 
 # The shared options describe the estimation model; say what they mean here.

@@ -133,16 +133,14 @@ class VideoRunner:
         self.estimator, self.estimate_info = None, None
         self.prior_names: dict[str, str] = {}
         if kind == "predict":
-            from ..cmd_predict import _check_kind
+            from ..cmd_predict import _check_kind, adopt_estimator_defaults
             from ..weights import load_weights
             _check_kind(loaded, True, "--weights")
             if spec.prior_flows is None:
                 est = load_weights(spec.estimate_weights, preset=spec.estimate_preset, kind="estimate", device=dev)
                 _check_kind(est, False, "--estimate-weights")
                 self.estimator = est.model
-                self.options.iters = spec.iters or est.iters
-                if spec.extra.get("coarse") is None:
-                    self.options.coarse = est.coarse
+                adopt_estimator_defaults(self.options, est, spec.iters, spec.extra.get("coarse"))
                 self.estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256,
                                       "preset": est.preset}
             else:  # the prior-flows root may be an estimate batch: use its names
