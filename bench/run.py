@@ -243,8 +243,13 @@ def plan_roofline(args) -> list[Job]:
                for hw in args.sizes])
 
 
+def coarse_size(args) -> tuple[int, int]:
+    """The largest speed-table size; --quick: 256x320, the smallest frames that get a coarse pass at all."""
+    return (256, 320) if args.quick else max(args.sizes, key=lambda s: s[0] * s[1])
+
+
 def plan_coarse(args) -> list[Job]:
-    hw = max(args.sizes, key=lambda s: s[0] * s[1])
+    hw = coarse_size(args)
     return [worker_job(f"coarse {c} {sz(hw)}", {"kind": "speed", "impl": "flowcli", "weights": "shipped",
                                                 "options": {"coarse": c}, "size": list(hw), "iters": None,
                                                 "frames": args.frames, "warmup": args.warmup}, args.threads)
@@ -278,7 +283,7 @@ def plan_e2e(args, tmp: Path) -> list[Job]:
 
 
 def report_coarse(args, res, results) -> None:
-    hw = max(args.sizes, key=lambda s: s[0] * s[1])
+    hw = coarse_size(args)
     section(f"Coarse-to-fine start: its cost with the shipped weights ({sz(hw)}, their default iterations, "
             f"{args.threads} threads, fp32; the half-size pass runs on every pair, whether or not its flow is used)")
     plain, c2f = res[f"coarse False {sz(hw)}"], res[f"coarse True {sz(hw)}"]
