@@ -9,7 +9,8 @@ FlowStream, every supported precision), ``baseline`` (official-like re-implement
 bench/official_like.py), ``flat`` (RSS over a longer stream), ``precision`` (bf16 vs fp32
 end-point difference), ``predict`` (MemFlow-P loop), ``roofline`` (GFLOP per frame against the
 machine's float32 matrix-multiply rate: how far the fp32 times are from what the arithmetic allows),
-``coarse`` (the shipped weights with and without the coarse-to-fine start: its cost),
+``coarse`` (the shipped weights from zero, with the coarse-to-fine start, and with it and the
+variational refinement, their default: the cost of each),
 ``e2e`` (``flowcli estimate`` vs pure model), ``batch`` (``flowcli batch`` frames/s with 1 and 2 local
 workers, bench/batch_row.py).
 Every configuration runs in a fresh process (bench/worker.py), so each peak RSS is its own.
@@ -248,12 +249,18 @@ def coarse_size(args) -> tuple[int, int]:
     return (256, 320) if args.quick else max(args.sizes, key=lambda s: s[0] * s[1])
 
 
+# The shipped weights' inference settings, cheapest first: (label, StreamOptions fields).
+COARSE_CONFIGS = (("from zero (--no-coarse-to-fine --no-refine)", {"coarse": False, "refine": False}),
+                  ("coarse-to-fine (--no-refine)", {"coarse": True, "refine": False}),
+                  ("coarse-to-fine + refinement (default)", {"coarse": True, "refine": True}))
+
+
 def plan_coarse(args) -> list[Job]:
     hw = coarse_size(args)
-    return [worker_job(f"coarse {c} {sz(hw)}", {"kind": "speed", "impl": "flowcli", "weights": "shipped",
-                                                "options": {"coarse": c}, "size": list(hw), "iters": None,
-                                                "frames": args.frames, "warmup": args.warmup}, args.threads)
-            for c in (False, True)]
+    return [worker_job(f"coarse {label} {sz(hw)}", {"kind": "speed", "impl": "flowcli", "weights": "shipped",
+                                                    "options": options, "size": list(hw), "iters": None,
+                                                    "frames": args.frames, "warmup": args.warmup}, args.threads)
+            for label, options in COARSE_CONFIGS]
 
 
 def plan_e2e(args, tmp: Path) -> list[Job]:
@@ -284,18 +291,21 @@ def plan_e2e(args, tmp: Path) -> list[Job]:
 
 def report_coarse(args, res, results) -> None:
     hw = coarse_size(args)
-    section(f"Coarse-to-fine start: its cost with the shipped weights ({sz(hw)}, their default iterations, "
-            f"{args.threads} threads, fp32; the half-size pass runs on every pair, whether or not its flow is used)")
-    plain, c2f = res[f"coarse False {sz(hw)}"], res[f"coarse True {sz(hw)}"]
-    results["coarse"] = {"plain": plain, "coarse": c2f}
-    if error_of(plain) or error_of(c2f):
-        print("skipped: " + (error_of(plain) or error_of(c2f)))
+    section(f"Coarse-to-fine start and variational refinement: their cost with the shipped weights ({sz(hw)}, "
+            f"their default iterations, {args.threads} threads, fp32; the half-size pass runs on every pair, "
+            f"whether or not its flow is used)")
+    runs = [(label, res[f"coarse {label} {sz(hw)}"]) for label, _ in COARSE_CONFIGS]
+    results["coarse"] = {key: r for key, (_, r) in zip(("plain", "coarse", "refined"), runs)}
+    failed = next((error_of(r) for _, r in runs if error_of(r)), None)
+    if failed:
+        print("skipped: " + failed)
         return
-    ratio = c2f["median_s"] / plain["median_s"]
-    results["coarse"]["ratio"] = ratio
-    print(table(["start", "s/frame", "ratio", "peak RSS GB"],
-                [["from zero (--no-coarse-to-fine)", fmt(plain["median_s"]), "1.000", fmt(plain["peak_rss_gb"], 2)],
-                 ["coarse-to-fine", fmt(c2f["median_s"]), f"{ratio:.3f}", fmt(c2f["peak_rss_gb"], 2)]]))
+    base = runs[0][1]["median_s"]
+    results["coarse"]["ratio"] = runs[1][1]["median_s"] / base
+    results["coarse"]["refined_ratio"] = runs[2][1]["median_s"] / base
+    print(table(["settings", "s/frame", "ratio", "peak RSS GB"],
+                [[label, fmt(r["median_s"]), f"{r['median_s'] / base:.3f}", fmt(r["peak_rss_gb"], 2)]
+                 for label, r in runs]))
 
 
 # -- reports ----------------------------------------------------------------------------------------------

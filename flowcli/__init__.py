@@ -4,7 +4,7 @@ Python API (torch is imported on first use, not by ``import flowcli``)::
 
     import flowcli
     model = flowcli.load_model()                       # shipped weights; or a name / path
-    for index, flow in flowcli.estimate_flows("clip.mp4", model, iters=12):
+    for index, flow in flowcli.estimate_flows("clip.mp4", model):  # the weights' defaults, as the CLI
         ...                                            # flow: (H, W, 2) float32, frame index -> next
 
     flowcli.read_flow("000000.flo"); flowcli.write_flow("x.flo", flow)
@@ -16,30 +16,46 @@ __version__ = "0.1.0"
 __all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_flow", "flow_to_color"]
 
 
+# What estimate_flows uses for a model that does not carry its weights' defaults (e.g. built by hand).
+_BARE_DEFAULTS = {"iters": 12, "coarse_to_fine": False, "refine": False}
+
+
 def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu"):
     """A ready MemFlowNet: ``weights`` is None (shipped default), a shipped or official name,
-    or a path (official ``.pth`` with ``preset``, or a flowcli ``.safetensors``)."""
+    or a path (official ``.pth`` with ``preset``, or a flowcli ``.safetensors``).
+
+    The model carries its weights' inference defaults (``model.flowcli_defaults``: iterations,
+    coarse-to-fine, refinement), which :func:`estimate_flows` uses unless told otherwise.
+    """
     from .weights import load_weights
-    return load_weights(weights, preset=preset, device=device).model
+    loaded = load_weights(weights, preset=preset, device=device)
+    loaded.model.flowcli_defaults = {"iters": loaded.iters, "coarse_to_fine": loaded.coarse, "refine": loaded.refine}
+    return loaded.model
 
 
-def estimate_flows(source, model=None, *, iters: int = 12, warm_start: bool = False, precision: str = "fp32",
-                   max_side: int | None = None, start: int = 0, end: int | None = None, step: int = 1,
-                   device: str = "cpu", coarse_to_fine: bool = False):
+def estimate_flows(source, model=None, *, iters: int | None = None, warm_start: bool = False,
+                   precision: str = "fp32", max_side: int | None = None, start: int = 0, end: int | None = None,
+                   step: int = 1, device: str = "cpu", coarse_to_fine: bool | None = None,
+                   refine: bool | None = None):
     """Yield ``(index, flow)`` for consecutive frames of ``source``.
 
     ``source``: a video path, an image folder, or any iterable of (H, W, 3) uint8 RGB
     arrays. ``index`` is the first frame of the pair; ``flow`` is (H, W, 2) float32.
     Frames are streamed; the memory is carried across the whole source.
-    ``coarse_to_fine``: start from a half-size pass where motion is large (see
-    ``flowcli.coarse``; the CLI's default for the shipped weights, with ``iters=8``).
+    ``model``: None (the shipped weights) or one from :func:`load_model`.
+    ``iters``; ``coarse_to_fine`` (start from a half-size pass where motion is large, see
+    ``flowcli.coarse``); ``refine`` (finish each flow with a variational pass, see ``flowcli.refine``):
+    None means the weights' own defaults, as in the CLI (the shipped weights: 8, on, on; official
+    checkpoints: their preset's iterations, off, off); a model built by hand: 12, off, off.
     """
     from .engine import StreamOptions, iter_flows
     from .sources import open_source
     if model is None:
         model = load_model(device=device)
-    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, precision=precision,
-                            coarse=coarse_to_fine)
+    given = {"iters": iters, "coarse_to_fine": coarse_to_fine, "refine": refine}
+    chosen = {k: getattr(model, "flowcli_defaults", _BARE_DEFAULTS)[k] if v is None else v for k, v in given.items()}
+    options = StreamOptions(iters=chosen["iters"], warm_start=warm_start, max_side=max_side, precision=precision,
+                            coarse=chosen["coarse_to_fine"], refine=chosen["refine"])
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         with open_source(str(source), start=start, end=end, step=step) as frames:
             yield from iter_flows(model, frames, options, device)

@@ -49,6 +49,8 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--coarse-to-fine/--no-coarse-to-fine", "coarse", default=None,
               help="Coarse-to-fine start where motion is large (default: the weights' own; see "
                    "`flowcli estimate --help`).")
+@click.option("--refine/--no-refine", "refine", default=None,
+              help="Variational refinement of each flow (default: the weights' own; see `flowcli estimate --help`).")
 @click.option("--max-side", type=click.IntRange(8, None), help="Run the network smaller (metrics at full size).")
 @click.option("--predict", "predict", is_flag=True,
               help="Score next-frame prediction (MemFlow-P) against the constant-velocity baseline.")
@@ -60,11 +62,13 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")
 @quiet_option
 @json_option
-def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, predict, past_flow,
+def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, refine, max_side, predict, past_flow,
              estimate_weights, threads, quiet, as_json):
     """Evaluate flow accuracy on the dataset at ROOT."""
     from .evaluate import evaluate, format_table
 
+    if predict and refine is not None:
+        raise click.UsageError("--refine/--no-refine do not apply to --predict (predictions are not refined)")
     if predict:
         return _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
                              estimate_weights, threads, quiet, as_json)
@@ -81,10 +85,10 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, m
         if weights or preset:
             raise click.UsageError("--weights/--preset only apply to --method memflow")
         subject = method
-    if method != "memflow" and coarse:
-        raise click.UsageError("--coarse-to-fine only applies to --method memflow")
+    if method != "memflow" and (coarse or refine):
+        raise click.UsageError("--coarse-to-fine/--refine only apply to --method memflow")
     report = evaluate(subject, root, layout, iters=iters, warm_start=warm_start, max_side=max_side, coarse=coarse,
-                      progress=functools.partial(progress, quiet=quiet))
+                      refine=refine, progress=functools.partial(progress, quiet=quiet))
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -93,9 +93,12 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     if prior_flows is not None:
         for flag, given in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
                             ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start),
-                            ("--coarse-to-fine/--no-coarse-to-fine", coarse is not None)):
+                            ("--coarse-to-fine/--no-coarse-to-fine", coarse is not None),
+                            ("--refine/--no-refine", more_stream_options.get("refine") is not None)):
             if given:
                 raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
+    if more_stream_options.get("refine") and not with_estimate:
+        raise click.UsageError("--refine refines the estimated flows, which only --with-estimate writes")
     if not formats and (not video or with_estimate):
         formats = ("flo",)
     source = open_job_source(input_spec, size, start, end, step)
@@ -135,6 +138,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         "iters": options.iters if estimator is not None else None,
         "warm_start": options.warm_start if estimator is not None else None,
         "coarse_to_fine": options.coarse if estimator is not None else None,
+        "refine": options.refine if estimator is not None else None,
         "max_side": options.max_side, "scale": options.scale, "precision": options.precision,
         "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
@@ -169,6 +173,8 @@ _HELP = {
     "warm_start": "Warm-start the estimator from the previous pair's flow (official: off).",
     "coarse": "Coarse-to-fine start for the estimator where motion is large (default: the estimation "
               "weights' own; see `flowcli estimate --help`).",
+    "refine": "Variational refinement of the estimated flows written with --with-estimate (default: off "
+              "here; the past flows MemFlow-P reads and its predictions are never refined).",
     "precision": "bf16: MemFlow-P and the estimator in bfloat16, faster on CPUs with AMX/AVX512-BF16; "
                  "predictions within ~0.05 px of fp32 (fp32 is the conformant path).",
 }

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .allocator import release_free_heap, tune_malloc
 from .coarse import CoarseGuide
+from .refine import FlowRefiner
 from .model import InputPadder, MemFlowNet, forward_interpolate
 from .model.workspace import Workspace
 
@@ -132,6 +133,7 @@ class StreamOptions:
     scale: float | None = None
     precision: str = "fp32"        # "bf16": bfloat16 weights and activations (AMX on recent x86)
     coarse: bool = False           # coarse-to-fine start for large motions (flowcli.coarse; not official)
+    refine: bool = False           # variational refinement of each output flow (flowcli.refine; not official)
 
 
 def prepare_model(model: MemFlowNet, precision: str, device: torch.device) -> MemFlowNet:
@@ -163,11 +165,14 @@ class FlowStream:
         self.model = prepare_model(model, self.opt.precision, self.device)
         self.dtype = torch.bfloat16 if self.opt.precision == "bf16" else torch.float32
         self.guide = CoarseGuide(self.model, self.opt, self.device) if self.opt.coarse else None
+        self.refiner = FlowRefiner() if self.opt.refine else None
         self.reset()
 
     def reset(self) -> None:
         if self.guide is not None:
             self.guide.reset()
+        if self.refiner is not None:
+            self.refiner.reset()
         self.memory = self.model.new_memory()
         self.workspace = Workspace()                 # correlation and attention buffers, reused per pair
         self.geometry: Geometry | None = None        # input size, run size and padding of this stream
@@ -197,6 +202,8 @@ class FlowStream:
         self.prev_input, self.prev_fmap = x, self.model.encode_features(x)
         if self.guide is not None:
             self.guide.prime(image, self.geometry.run_hw)
+        if self.refiner is not None:
+            self.refiner.prime(image)
 
     @torch.inference_mode()
     def push(self, image: np.ndarray) -> np.ndarray | None:
@@ -221,7 +228,8 @@ class FlowStream:
         self.memory.add(ctx.key, est.value)
         self.prev_input, self.prev_fmap, self.prev_flow_low = x, fmap, est.flow_low
         self.pairs_done += 1
-        return output_flow(est.flow_up, self.geometry)
+        flow = output_flow(est.flow_up, self.geometry)
+        return flow if self.refiner is None else self.refiner.refine(image, flow)
 
     # -- resume -----------------------------------------------------------------------
     def state(self) -> dict[str, torch.Tensor]:

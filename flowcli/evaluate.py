@@ -217,6 +217,7 @@ class EvalReport:
     sequences: int
     rows: list[PairRow] = field(default_factory=list)
     coarse: bool = False            # coarse-to-fine start (flowcli.coarse) was on
+    refine: bool = False            # variational refinement (flowcli.refine) was on
 
     @property
     def regions(self) -> list[str]:
@@ -237,6 +238,7 @@ class EvalReport:
         return nan_to_none({
             "method": self.method, "layout": self.layout, "root": self.root,
             "iters": self.iters, "warm_start": self.warm_start, "coarse_to_fine": self.coarse,
+            "refine": self.refine,
             "sequences": self.sequences,
             "aggregation": ("summary <metric>: mean over pairs of per-pair values; "
                             "<metric>_px: per pixel over all pairs"),
@@ -257,7 +259,8 @@ def format_table(report: EvalReport) -> str:
     head = (f"{'sequence':<{seq_w}}  {'pair':>4}  {'region':<6}  {'EPE':>8}  {'<1px':>6}  {'<3px':>6}  "
             f"{'<5px':>6}  {'Fl-all':>6}  {'s0-10':>7}  {'s10-40':>7}  {'s40+':>7}  {'pixels':>9}  {'time s':>7}")
     iters = f", iters {report.iters}" if report.iters is not None else ""
-    warm = (", warm start" if report.warm_start else "") + (", coarse-to-fine" if report.coarse else "")
+    warm = ((", warm start" if report.warm_start else "") + (", coarse-to-fine" if report.coarse else "")
+            + (", refined" if report.refine else ""))
     lines = [f"{report.method} on {report.layout} ({report.root}): {report.sequences} sequences, "
              f"{len(report.rows)} pairs{iters}{warm}", head, "-" * len(head)]
 
@@ -324,12 +327,13 @@ def pair_metrics(pred: np.ndarray, pair: EvalPair) -> dict[str, dict[str, float]
 
 
 def _make_stream(model_or_method: Any, iters: int | None, warm_start: bool, device: Any,
-                 max_side: int | None, coarse: bool | None = None) -> tuple[Any, str, int | None, bool]:
+                 max_side: int | None, coarse: bool | None = None, refine: bool | None = None):
+    """(stream, label, iters, StreamOptions or None for a classical method)."""
     if isinstance(model_or_method, str):
         method = model_or_method.lower()
         if method not in METHODS:
             raise InputError(f"unknown method {model_or_method!r} (choose from {', '.join(METHODS)}, or give weights)")
-        return ClassicalStream(method), method, None, False
+        return ClassicalStream(method), method, None, None
     from .engine import FlowStream, StreamOptions
 
     model, name = model_or_method, "memflow"
@@ -337,16 +341,19 @@ def _make_stream(model_or_method: Any, iters: int | None, warm_start: bool, devi
         model, name = model_or_method.model, model_or_method.name
         iters = model_or_method.iters if iters is None else iters
         coarse = model_or_method.coarse if coarse is None else coarse
+        refine = model_or_method.refine if refine is None else refine
     if iters is None:
         raise ValueError("iters is required when evaluating a bare model")
-    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, coarse=bool(coarse))
-    return _ModelStream(FlowStream(model, options, device)), name, iters, options.coarse
+    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, coarse=bool(coarse),
+                            refine=bool(refine))
+    return _ModelStream(FlowStream(model, options, device)), name, iters, options
 
 
 def evaluate(model_or_method: Any, root: str | os.PathLike, layout: str, *, iters: int | None = None,
              warm_start: bool = False, progress: Callable[..., Iterable] | None = None,
              device: str = "cpu", max_side: int | None = None, name: str | None = None,
-             sequences: list[EvalSequence] | None = None, coarse: bool | None = None) -> EvalReport:
+             sequences: list[EvalSequence] | None = None, coarse: bool | None = None,
+             refine: bool | None = None) -> EvalReport:
     """Evaluate a method on the dataset at ``root`` laid out as ``layout``.
 
     ``model_or_method``: ``"dis"`` or ``"farneback"``, a :class:`~flowcli.model.MemFlowNet`, or a
@@ -355,13 +362,15 @@ def evaluate(model_or_method: Any, root: str | os.PathLike, layout: str, *, iter
     (e.g. ``functools.partial(flowcli.cli.progress, quiet=quiet)``). ``max_side``: run the network at a
     reduced size (the flow is resized back, so metrics are at full resolution). ``sequences``: evaluate
     these instead of all of ``find_sequences(root, layout)``. ``name``: the method label in the report.
-    ``coarse``: the coarse-to-fine start (:mod:`flowcli.coarse`); default: the weights' own, off for a bare model.
+    ``coarse``: the coarse-to-fine start (:mod:`flowcli.coarse`), ``refine``: the variational refinement
+    (:mod:`flowcli.refine`); default for both: the weights' own, off for a bare model.
     """
-    stream, label, used_iters, used_coarse = _make_stream(model_or_method, iters, warm_start, device, max_side, coarse)
+    stream, label, used_iters, options = _make_stream(model_or_method, iters, warm_start, device, max_side,
+                                                      coarse, refine)
     seqs = find_sequences(root, layout) if sequences is None else sequences
     report = EvalReport(method=name or label, layout=layout, root=str(root), iters=used_iters,
                         warm_start=bool(warm_start) and used_iters is not None, sequences=len(seqs),
-                        coarse=used_coarse)
+                        coarse=bool(options and options.coarse), refine=bool(options and options.refine))
     rows: Iterable[PairRow] = _run(stream, seqs)
     if progress is not None:
         rows = progress(rows, total=sum(len(s.pairs) for s in seqs), desc=f"eval {layout}", unit="pair")

@@ -90,7 +90,7 @@ def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: in
     if source_name not in ("", "-", "<stdin>"):
         source_name = str(Path(source_name).resolve())  # the same input however it was spelled
     return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start, "coarse": o.coarse,
-                       "precision": o.precision,
+                       "refine": o.refine, "precision": o.precision,
                        "max_side": o.max_side, "scale": o.scale, "start": start, "step": step,
                        "input": source_name}, sort_keys=True)
 

@@ -363,7 +363,8 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
                  start: int, step: int) -> str:
     o = job.options
     past = {"prior_flows": str(Path(job.prior_flows).resolve())} if job.prior_flows is not None else \
-        {"estimator": estimate_sha, "iters": o.iters, "warm_start": o.warm_start, "coarse": o.coarse}
+        {"estimator": estimate_sha, "iters": o.iters, "warm_start": o.warm_start, "coarse": o.coarse,
+         "refine": o.refine}
     return json.dumps({"command": "predict-next", "weights": weights_sha, **past, "max_side": o.max_side,
                        "scale": o.scale, "precision": o.precision, "start": start, "step": step,
                        "input": source_name}, sort_keys=True)

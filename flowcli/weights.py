@@ -42,6 +42,7 @@ class LoadedWeights:
     iters: int          # default refinement iterations for these weights
     preset: str | None
     coarse: bool = False  # coarse-to-fine start by default (flowcli.coarse); official checkpoints: never
+    refine: bool = False  # variational refinement by default (flowcli.refine); official checkpoints: never
 
 
 def cache_dir() -> Path:
@@ -77,9 +78,17 @@ def default_name(kind: str = "estimate") -> str | None:
     return entries[0]["name"] if entries else None
 
 
-def coarse_default(meta: dict[str, str]) -> bool:
-    """Whether flowcli weights ask for the coarse-to-fine start by default (metadata ``coarse_to_fine``)."""
-    return meta.get("coarse_to_fine", "false").lower() in ("1", "true", "yes")
+# Inference options that flowcli weights may turn on by default: metadata key -> LoadedWeights field.
+DEFAULT_FLAGS = {"coarse_to_fine": "coarse", "refine": "refine"}
+
+
+def meta_flag(meta: dict[str, str], key: str) -> bool:
+    """Whether flowcli weights' metadata turns on ``key`` (a DEFAULT_FLAGS key) by default."""
+    return meta.get(key, "false").lower() in ("1", "true", "yes")
+
+
+def _flags(meta: dict[str, str]) -> dict[str, bool]:
+    return {field: meta_flag(meta, key) for key, field in DEFAULT_FLAGS.items()}
 
 
 # -- saving our own weights ---------------------------------------------------------------------------
@@ -174,7 +183,7 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
             raise CheckpointError(f"{path}: sha256 does not match weights/manifest.json")
         model, meta = model_from_safetensors(path)
         return LoadedWeights(model.to(device), weights, str(path), digest, int(meta.get("iters", 12)), None,
-                             coarse_default(meta))
+                             **_flags(meta))
     if weights in OFFICIAL_NAMES:
         path = _official_cached(weights)
         preset = preset or OFFICIAL_NAMES[weights]
@@ -188,7 +197,7 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
     if path.suffix == ".safetensors":
         model, meta = model_from_safetensors(path)
         return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None,
-                             coarse_default(meta))
+                             **_flags(meta))
     _check_recorded_sha(path, digest)
     try:
         p = get_preset(preset or "things", kind)

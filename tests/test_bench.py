@@ -68,6 +68,7 @@ def test_bench_quick(tmp_path):
         assert r["gflop"] > 5 and r["attained_gflops"] > 0, r
     assert res["e2e"]["pure_model_s"] > 0 and res["e2e"]["ratio_wall"] > 0
     assert res["coarse"]["ratio"] > 1  # the half-size pass is extra work on every pair
+    assert res["coarse"]["refined_ratio"] > res["coarse"]["ratio"]  # and the refinement more on top
     if "bf16" in res["precisions"] and "datasets" in res["precision"]:
         conf = res["precision"]["datasets"][0]
         assert conf["diff"]["bf16"]["mean_epe"] >= 0

@@ -1,6 +1,7 @@
 """Accuracy table of weights on ../shared/data next to OpenCV baselines (for the model card).
 
-    .venv/bin/python tools/eval_shared.py [--weights NAME|PATH] [--iters N] [--[no-]coarse-to-fine] [--json F]
+    .venv/bin/python tools/eval_shared.py [--weights NAME|PATH] [--iters N] [--[no-]coarse-to-fine] [--[no-]refine]
+        [--json F]
 
 Prints markdown tables: mean EPE over pairs per dataset (all pixels; KITTI: noc
 EPE and Fl-noc), for the weights and for DIS-medium and Farneback, plus s/pair;
@@ -42,17 +43,21 @@ def main() -> None:
     ap.add_argument("--json")
     ap.add_argument("--coarse-to-fine", dest="coarse", action=argparse.BooleanOptionalAction,
                     help="coarse-to-fine start on/off (default: the weights' own)")
+    ap.add_argument("--refine", dest="refine", action=argparse.BooleanOptionalAction,
+                    help="variational refinement on/off (default: the weights' own)")
     a = ap.parse_args()
     loaded = load_weights(a.weights)
     rows = {}
     for folder, layout in SETS:
         root = Path(a.root) / folder
         rows[layout] = {name: summarise(evaluate(subject, root, layout, iters=a.iters if name == "flowcli" else None,
-                                                 coarse=a.coarse if name == "flowcli" else None),
+                                                 coarse=a.coarse if name == "flowcli" else None,
+                                                 refine=a.refine if name == "flowcli" else None),
                                         layout)
                         for name, subject in (("flowcli", loaded), ("dis", "dis"), ("farneback", "farneback"))}
         print(layout, json.dumps(rows[layout]), flush=True)
     c2f = ", coarse-to-fine" if (loaded.coarse if a.coarse is None else a.coarse) else ""
+    c2f += ", refined" if (loaded.refine if a.refine is None else a.refine) else ""
     print(f"\n| dataset | {loaded.name} (iters {a.iters or loaded.iters}{c2f}) | DIS-medium | Farneback |")
     print("|---|---|---|---|")
     for layout, r in rows.items():

@@ -2,6 +2,7 @@
 
     .venv/bin/python tools/ship_weights.py runs/cpu-small/latest.safetensors flowcli-small \
         --description "..." [--kind estimate] [--default] [--iters N] [--coarse-to-fine | --no-coarse-to-fine]
+        [--refine | --no-refine]
 
 The shipped file is the training checkpoint itself (weights + config + step
 metadata, no optimizer state), so `flowcli train --resume weights/NAME.safetensors`
@@ -9,7 +10,8 @@ continues the same schedule on a fresh machine. ``--iters N`` records N as the
 weights' default refinement iterations (the file is re-saved with that metadata;
 the training script records its ``infer_iters``), for when an evaluation shows
 that fewer iterations are as accurate. ``--coarse-to-fine`` likewise records
-that the weights run with the coarse-to-fine start by default (flowcli.coarse).
+that the weights run with the coarse-to-fine start by default (flowcli.coarse),
+and ``--refine`` with the variational refinement (flowcli.refine).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import json
 import shutil
 
 from flowcli.model.checkpoint import sha256_file
-from flowcli.weights import coarse_default, model_from_safetensors, save_safetensors, weights_dir
+from flowcli.weights import DEFAULT_FLAGS, meta_flag, model_from_safetensors, save_safetensors, weights_dir
 
 
 def main() -> None:
@@ -31,6 +33,8 @@ def main() -> None:
     ap.add_argument("--iters", type=int, help="default refinement iterations to record (default: the file's)")
     ap.add_argument("--coarse-to-fine", dest="coarse", action=argparse.BooleanOptionalAction,
                     help="record whether the coarse-to-fine start is on by default (default: the file's)")
+    ap.add_argument("--refine", dest="refine", action=argparse.BooleanOptionalAction,
+                    help="record whether the variational refinement is on by default (default: the file's)")
     a = ap.parse_args()
     if a.iters is not None and a.iters < 1:
         ap.error("--iters must be at least 1")
@@ -40,8 +44,10 @@ def main() -> None:
     changes = {}
     if a.iters is not None and a.iters != int(meta.get("iters", 12)):
         changes["iters"] = str(a.iters)
-    if a.coarse is not None and a.coarse != coarse_default(meta):
-        changes["coarse_to_fine"] = "true" if a.coarse else "false"
+    for key, field in DEFAULT_FLAGS.items():
+        wanted = getattr(a, field)
+        if wanted is not None and wanted != meta_flag(meta, key):
+            changes[key] = "true" if wanted else "false"
     if changes:
         meta.update(changes)
         extra = {k: v for k, v in meta.items() if k not in ("flowcli_config", "iters")}
@@ -57,7 +63,8 @@ def main() -> None:
                 e["default"] = False
     entries.append({
         "name": a.name, "file": dest.name, "kind": a.kind, "default": a.default,
-        "sha256": sha256_file(dest), "iters": int(meta.get("iters", 12)), "coarse_to_fine": coarse_default(meta),
+        "sha256": sha256_file(dest), "iters": int(meta.get("iters", 12)),
+        **{key: meta_flag(meta, key) for key in DEFAULT_FLAGS},
         "train_step": int(meta.get("step", 0)), "train_seconds": float(meta.get("train_seconds", 0)),
         "parameters": sum(p.numel() for p in model.parameters()),
         "config": json.loads(meta["flowcli_config"]), "description": a.description,

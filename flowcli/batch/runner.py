@@ -141,6 +141,7 @@ class VideoRunner:
                 _check_kind(est, False, "--estimate-weights")
                 self.estimator = est.model
                 adopt_estimator_defaults(self.options, est, spec.iters, spec.extra.get("coarse"))
+                self.options.refine = self.options.refine and spec.with_estimate  # only written flows are refined
                 self.estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256,
                                       "preset": est.preset}
             else:  # the prior-flows root may be an estimate batch: use its names
@@ -158,13 +159,13 @@ class VideoRunner:
              "start": s.start, "end": s.end, "step": s.step, "formats": list(s.formats), "video": s.video,
              "max_flow": s.max_flow, **extra}
         if s.mode == "estimate":
-            d.update(iters=o.iters, warm_start=o.warm_start, coarse=o.coarse)
+            d.update(iters=o.iters, warm_start=o.warm_start, coarse=o.coarse, refine=o.refine)
         else:
             d.update(frames=s.frames, with_estimate=s.with_estimate, include_first=s.include_first,
                      prior_flows=s.prior_flows)
             if self.estimate_info:
                 d.update(estimate_weights=self.estimate_info["sha256"], iters=o.iters, warm_start=o.warm_start,
-                         coarse=o.coarse)
+                         coarse=o.coarse, refine=o.refine)
         return d
 
     # -------------------------------------------------------------------------------------------
