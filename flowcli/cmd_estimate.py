@@ -62,7 +62,7 @@ def stream_options(f):
         click.option("--refine/--no-refine", "refine", default=None,
                      help="Finish each estimated flow with a classical variational pass (OpenCV's "
                           "VariationalRefinement at 3 scales, started from the network's flow): several times "
-                          "more precise on small motions; ~0.6 s more per 436x1024 frame. Default: the weights' "
+                          "more precise on small motions; ~0.2 s more per 436x1024 frame. Default: the weights' "
                           "own (on for the shipped flowcli-small; official checkpoints: off)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                      show_default=True, help="Where to run. GPU paths are untested in this project (no GPU)."),

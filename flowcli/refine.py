@@ -12,8 +12,8 @@ part; the full-size pass the detail. Grayscale, full input size, stateless apart
 previous frame.
 
 Measured (shipped weights, 8 iterations, coarse-to-fine on; see weights/MODEL_CARD.md): EPE on
-Sintel alley_1 0.75 -> 0.28, Middlebury 0.70 -> 0.23, KITTI #45 2.9 -> 1.9, at about
-0.6 s per 436x1024 frame on this machine. The number of levels was chosen on held-out
+Sintel alley_1 0.75 -> 0.28, Middlebury 0.70 -> 0.23, KITTI #45 2.89 -> 1.88, at about 0.2 s
+per 436x1024 pair on this machine (`make bench`). The number of levels was chosen on held-out
 synthetic clips (3 beat 1, 2, 4 and 5 there).
 """
 from __future__ import annotations
