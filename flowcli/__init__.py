@@ -17,19 +17,19 @@ __all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_fl
 
 
 # What estimate_flows uses for a model that does not carry its weights' defaults (e.g. built by hand).
-_BARE_DEFAULTS = {"iters": 12, "coarse_to_fine": False, "refine": False}
+_BARE_DEFAULTS = {"iters": 12, "coarse": False, "refine": False}
 
 
 def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu"):
     """A ready MemFlowNet: ``weights`` is None (shipped default), a shipped or official name,
     or a path (official ``.pth`` with ``preset``, or a flowcli ``.safetensors``).
 
-    The model carries its weights' inference defaults (``model.flowcli_defaults``: iterations,
-    coarse-to-fine, refinement), which :func:`estimate_flows` uses unless told otherwise.
+    The model carries its weights' inference defaults (``model.flowcli_defaults``: ``iters``,
+    ``coarse`` (coarse-to-fine), ``refine``), which :func:`estimate_flows` uses unless told otherwise.
     """
     from .weights import load_weights
     loaded = load_weights(weights, preset=preset, device=device)
-    loaded.model.flowcli_defaults = {"iters": loaded.iters, "coarse_to_fine": loaded.coarse, "refine": loaded.refine}
+    loaded.model.flowcli_defaults = loaded.inference_settings()
     return loaded.model
 
 
@@ -52,10 +52,10 @@ def estimate_flows(source, model=None, *, iters: int | None = None, warm_start: 
     from .sources import open_source
     if model is None:
         model = load_model(device=device)
-    given = {"iters": iters, "coarse_to_fine": coarse_to_fine, "refine": refine}
-    chosen = {k: getattr(model, "flowcli_defaults", _BARE_DEFAULTS)[k] if v is None else v for k, v in given.items()}
-    options = StreamOptions(iters=chosen["iters"], warm_start=warm_start, max_side=max_side, precision=precision,
-                            coarse=chosen["coarse_to_fine"], refine=chosen["refine"])
+    given = {"iters": iters, "coarse": coarse_to_fine, "refine": refine}
+    defaults = getattr(model, "flowcli_defaults", _BARE_DEFAULTS)
+    chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
+    options = StreamOptions(warm_start=warm_start, max_side=max_side, precision=precision, **chosen)
     if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
         with open_source(str(source), start=start, end=end, step=step) as frames:
             yield from iter_flows(model, frames, options, device)

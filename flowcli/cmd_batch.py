@@ -130,11 +130,10 @@ def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_addre
             if given[name]:
                 flag = "--frames" if name == "write_frames" else "--" + name.replace("_", "-")
                 raise click.UsageError(f"{flag} is for --mode predict-next")
-    elif prior_flows is not None:
-        for flag, value in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
-                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start)):
-            if value:
-                raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
+    else:
+        from .cmd_predict import check_estimator_flags
+        check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
+                              more_stream_options.get("coarse"), more_stream_options.get("refine"))
     if ray_address is not None and threads is None:
         threads = 1  # one torch thread per actor, one actor per CPU
 

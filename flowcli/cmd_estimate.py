@@ -62,7 +62,8 @@ def stream_options(f):
         click.option("--refine/--no-refine", "refine", default=None,
                      help="Finish each estimated flow with a classical variational pass (OpenCV's "
                           "VariationalRefinement at 3 scales, started from the network's flow): several times "
-                          "more precise on small motions; ~0.2 s more per 436x1024 frame. Default: the weights' "
+                          "more precise on small motions; ~0.2 s more per 436x1024 frame, at the input size even "
+                          "with --max-side. Default: the weights' "
                           "own (on for the shipped flowcli-small; official checkpoints: off)."),
         click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto",
                      show_default=True, help="Where to run. GPU paths are untested in this project (no GPU)."),
@@ -122,9 +123,8 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     loaded = load_weights(weights, preset=preset, kind=kind, device=dev)
-    options = StreamOptions(iters=iters or loaded.iters, warm_start=warm_start, max_side=max_side, scale=scale,
-                            precision=precision, coarse=loaded.coarse if coarse is None else coarse,
-                            refine=loaded.refine if refine is None else refine)
+    options = StreamOptions(warm_start=warm_start, max_side=max_side, scale=scale, precision=precision,
+                            **loaded.inference_settings(iters, coarse, refine))
     return loaded, options, dev
 
 

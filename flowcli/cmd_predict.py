@@ -90,15 +90,9 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     from .pipeline import write_report
     from .weights import default_name, load_weights
 
-    if prior_flows is not None:
-        for flag, given in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
-                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start),
-                            ("--coarse-to-fine/--no-coarse-to-fine", coarse is not None),
-                            ("--refine/--no-refine", more_stream_options.get("refine") is not None)):
-            if given:
-                raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
-    if more_stream_options.get("refine") and not with_estimate:
-        raise click.UsageError("--refine refines the estimated flows, which only --with-estimate writes")
+    refine = more_stream_options.pop("refine", None)
+    check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
+                          coarse, refine)
     if not formats and (not video or with_estimate):
         formats = ("flo",)
     source = open_job_source(input_spec, size, start, end, step)
@@ -118,7 +112,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         est = load_weights(estimate_weights, preset=estimate_preset, kind="estimate", device=dev)
         _check_kind(est, False, "--estimate-weights")
         estimator = est.model
-        adopt_estimator_defaults(options, est, iters, coarse)
+        adopt_estimator_defaults(options, est, iters, coarse, refine, with_estimate)
         estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256, "preset": est.preset}
     job = PredictJob(out_dir=out_dir, formats=tuple(dict.fromkeys(formats)), video=video, frames=write_frames,
                      with_estimate=with_estimate, include_first=include_first, prior_flows=prior_flows,
@@ -157,11 +151,29 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         status("warning: " + source.damage.warning(source.name), quiet)
 
 
-def adopt_estimator_defaults(options, est, iters: int | None, coarse: bool | None) -> None:
-    """The estimator's own iterations and coarse-to-fine default where none was given (``options`` were
-    built from the prediction weights, which have neither)."""
+def check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
+                          coarse: bool | None, refine: bool | None) -> None:
+    """Refuse estimator options that cannot apply (predict-next and batch --mode predict-next)."""
+    if prior_flows is not None:
+        for flag, given in (("--estimate-weights", estimate_weights), ("--estimate-preset", estimate_preset),
+                            ("--with-estimate", with_estimate), ("--iters", iters), ("--warm-start", warm_start),
+                            ("--coarse-to-fine/--no-coarse-to-fine", coarse is not None),
+                            ("--refine/--no-refine", refine is not None)):
+            if given:
+                raise click.UsageError(f"{flag} is for the estimator, which --prior-flows replaces")
+    if refine and not with_estimate:
+        raise click.UsageError("--refine refines the estimated flows, which only --with-estimate writes")
+
+
+def adopt_estimator_defaults(options, est, iters: int | None, coarse: bool | None, refine: bool | None,
+                             with_estimate: bool) -> None:
+    """The estimator's settings where none was given (``options`` were built from the prediction weights).
+
+    Iterations and coarse-to-fine: the estimator's own defaults. Refinement: only when asked, and only
+    for estimated flows that are written (``with_estimate``): MemFlow-P reads unrefined flows."""
     options.iters = iters or est.iters
     options.coarse = est.coarse if coarse is None else coarse
+    options.refine = bool(refine) and with_estimate
 
 
 # The shared options describe the estimation model; say what they mean here.
@@ -173,8 +185,8 @@ _HELP = {
     "warm_start": "Warm-start the estimator from the previous pair's flow (official: off).",
     "coarse": "Coarse-to-fine start for the estimator where motion is large (default: the estimation "
               "weights' own; see `flowcli estimate --help`).",
-    "refine": "Variational refinement of the estimated flows written with --with-estimate (default: off "
-              "here; the past flows MemFlow-P reads and its predictions are never refined).",
+    "refine": "Variational refinement of the estimated flows written with --with-estimate (off unless "
+              "given; the past flows MemFlow-P reads and its predictions are never refined).",
     "precision": "bf16: MemFlow-P and the estimator in bfloat16, faster on CPUs with AMX/AVX512-BF16; "
                  "predictions within ~0.05 px of fp32 (fp32 is the conformant path).",
 }

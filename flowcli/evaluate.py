@@ -336,17 +336,16 @@ def _make_stream(model_or_method: Any, iters: int | None, warm_start: bool, devi
         return ClassicalStream(method), method, None, None
     from .engine import FlowStream, StreamOptions
 
-    model, name = model_or_method, "memflow"
-    if hasattr(model_or_method, "model") and hasattr(model_or_method, "iters"):  # LoadedWeights
+    if hasattr(model_or_method, "inference_settings"):  # LoadedWeights: its defaults where none is given
         model, name = model_or_method.model, model_or_method.name
-        iters = model_or_method.iters if iters is None else iters
-        coarse = model_or_method.coarse if coarse is None else coarse
-        refine = model_or_method.refine if refine is None else refine
-    if iters is None:
+        chosen = model_or_method.inference_settings(iters, coarse, refine)
+    elif iters is None:
         raise ValueError("iters is required when evaluating a bare model")
-    options = StreamOptions(iters=iters, warm_start=warm_start, max_side=max_side, coarse=bool(coarse),
-                            refine=bool(refine))
-    return _ModelStream(FlowStream(model, options, device)), name, iters, options
+    else:
+        model, name = model_or_method, "memflow"
+        chosen = {"iters": iters, "coarse": bool(coarse), "refine": bool(refine)}
+    options = StreamOptions(warm_start=warm_start, max_side=max_side, **chosen)
+    return _ModelStream(FlowStream(model, options, device)), name, options.iters, options
 
 
 def evaluate(model_or_method: Any, root: str | os.PathLike, layout: str, *, iters: int | None = None,

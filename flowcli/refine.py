@@ -56,12 +56,12 @@ class FlowRefiner:
 
     def refine(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """(H,W,2) flow previous frame -> ``image`` (H,W,3 uint8 RGB) -> the refined (H,W,2) float32."""
-        cur = _gray(image)
-        prev, self._prev = self._prev, cur
+        cur, prev = _gray(image), self._prev
         if prev is None:
             raise RuntimeError("FlowRefiner.refine before prime: no previous frame")
         if flow.shape != prev.shape + (2,) or cur.shape != prev.shape:
             raise ValueError(f"flow {flow.shape} and frames {prev.shape}, {cur.shape} differ in size")
+        self._prev = cur
         height, width = prev.shape
         flow = np.array(flow, dtype=np.float32, order="C")  # a copy: the solver works in place
         for level in reversed(range(self.levels)):

@@ -44,6 +44,12 @@ class LoadedWeights:
     coarse: bool = False  # coarse-to-fine start by default (flowcli.coarse); official checkpoints: never
     refine: bool = False  # variational refinement by default (flowcli.refine); official checkpoints: never
 
+    def inference_settings(self, iters: int | None = None, coarse: bool | None = None,
+                           refine: bool | None = None) -> dict:
+        """StreamOptions fields ``iters``, ``coarse``, ``refine``: those given, else these weights' defaults."""
+        return {"iters": iters or self.iters, "coarse": self.coarse if coarse is None else bool(coarse),
+                "refine": self.refine if refine is None else bool(refine)}
+
 
 def cache_dir() -> Path:
     base = os.environ.get("FLOWCLI_CACHE") or os.path.join(

@@ -30,17 +30,22 @@ def test_read_write_color(tmp_path):
 
 def test_estimate_flows_uses_the_weights_defaults_like_the_cli():
     from flowcli.engine import FlowStream, StreamOptions
-    from flowcli.weights import load_weights
+    from flowcli.synth.textures import random_texture
 
-    shipped = load_weights(None)
     model = flowcli.load_model()
-    assert model.flowcli_defaults == {"iters": shipped.iters, "coarse_to_fine": shipped.coarse,
-                                      "refine": shipped.refine}
-    frames = [np.random.RandomState(i).randint(0, 255, (64, 96, 3), dtype=np.uint8) for i in range(2)]
-    stream = FlowStream(shipped.model, StreamOptions(iters=shipped.iters, coarse=shipped.coarse,
-                                                     refine=shipped.refine))
-    want = [f for f in (stream.push(im) for im in frames) if f is not None]
-    got = [flow for _, flow in flowcli.estimate_flows(frames, model)]
-    np.testing.assert_allclose(got[0], want[0], atol=1e-5)
-    plain = [flow for _, flow in flowcli.estimate_flows(frames, model, refine=False)]
-    assert np.abs(plain[0] - got[0]).max() > 1e-3  # the refinement was on by default, and off when asked
+    assert model.flowcli_defaults == {"iters": 8, "coarse": True, "refine": True}  # recorded in the shipped file
+    # 256x320 (the smallest size with a coarse pass) moving 40 px: the coarse start is taken
+    tex = random_texture(np.random.default_rng(0), 256, 360, kinds=("noise",)).astype(np.uint8)
+    frames = [np.ascontiguousarray(tex[:, 40 - 40 * t:360 - 40 * t]) for t in range(2)]
+
+    def by_stream(**options):
+        stream = FlowStream(model, StreamOptions(**options))
+        return [f for f in (stream.push(im) for im in frames) if f is not None][0]
+
+    got = [flow for _, flow in flowcli.estimate_flows(frames, model)][0]
+    np.testing.assert_allclose(got, by_stream(iters=8, coarse=True, refine=True), atol=1e-5)
+    for off, options in (({"refine": False}, dict(iters=8, coarse=True)),
+                         ({"coarse_to_fine": False}, dict(iters=8, refine=True))):
+        other = [flow for _, flow in flowcli.estimate_flows(frames, model, **off)][0]
+        np.testing.assert_allclose(other, by_stream(**options), atol=1e-5)
+        assert np.abs(other - got).max() > 1e-2, off  # each default was on, and is off when asked

@@ -109,8 +109,42 @@ def test_cli_default_follows_the_weights_and_misuse_is_refused(tmp_path, shipped
         assert json.loads(res.output)["refine"] is expected
     # a finished run with other settings is not resumed silently: the fingerprint holds --refine
     res = CliRunner().invoke(cli, ["estimate", str(folder), "-o", str(tmp_path / "outTrue"), "--no-refine"])
-    assert res.exit_code != 0
+    assert res.exit_code == 1 and "other settings" in res.output, res.output
     for args in (["predict-next", str(folder), "-o", str(tmp_path / "p"), "--refine"],
+                 ["predict-next", str(folder), "-o", str(tmp_path / "p"), "--prior-flows", str(tmp_path),
+                  "--no-refine"],
+                 ["batch", str(folder), "-o", str(tmp_path / "b"), "--mode", "predict-next", "--refine"],
+                 ["batch", str(folder), "-o", str(tmp_path / "b"), "--mode", "predict-next", "--prior-flows",
+                  str(tmp_path), "--no-refine"],
                  ["eval", str(folder), "--layout", "middlebury", "--method", "dis", "--refine"]):
         res = CliRunner().invoke(cli, args)
-        assert res.exit_code == 2 and "--refine" in res.output, res.output
+        assert res.exit_code == 2 and "--refine" in res.output, (args, res.output)
+
+
+def test_interrupted_refined_run_resumes_exactly(tmp_path, shipped):
+    """The pipeline's resume path (state + prime with the last frame) gives the refiner its previous frame."""
+    from flowcli.pipeline import EstimateJob, run_estimate
+    from flowcli.sources import open_source
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for t in range(4):
+        cv2.imwrite(str(folder / f"{t:03d}.png"), shifted_pair((1.5 * t, 0.5 * t), seed=5)[1][..., ::-1])
+    info = {"sha256": shipped.sha256}
+    outputs = {}
+    for name, interrupt in (("whole", False), ("resumed", True)):
+        job = EstimateJob(out_dir=tmp_path / name, formats=("npy",), options=StreamOptions(iters=2, refine=True))
+
+        def stop_after_one(i):
+            if interrupt and i == 0:
+                raise KeyboardInterrupt
+
+        if interrupt:
+            with pytest.raises(KeyboardInterrupt), open_source(str(folder)) as src:
+                run_estimate(shipped.model, job, src, weights_info=info, on_pair=stop_after_one)
+        with open_source(str(folder)) as src:
+            report = run_estimate(shipped.model, job, src, weights_info=info)
+        assert report.resumed_from_state == interrupt
+        outputs[name] = [np.load(tmp_path / name / f"{i:06d}.npy") for i in range(3)]
+    for a, b in zip(outputs["whole"], outputs["resumed"]):
+        np.testing.assert_allclose(a, b, atol=1e-4)

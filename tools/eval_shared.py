@@ -56,9 +56,9 @@ def main() -> None:
                                         layout)
                         for name, subject in (("flowcli", loaded), ("dis", "dis"), ("farneback", "farneback"))}
         print(layout, json.dumps(rows[layout]), flush=True)
-    c2f = ", coarse-to-fine" if (loaded.coarse if a.coarse is None else a.coarse) else ""
-    c2f += ", refined" if (loaded.refine if a.refine is None else a.refine) else ""
-    print(f"\n| dataset | {loaded.name} (iters {a.iters or loaded.iters}{c2f}) | DIS-medium | Farneback |")
+    used = loaded.inference_settings(a.iters, a.coarse, a.refine)
+    c2f = (", coarse-to-fine" if used["coarse"] else "") + (", refined" if used["refine"] else "")
+    print(f"\n| dataset | {loaded.name} (iters {used['iters']}{c2f}) | DIS-medium | Farneback |")
     print("|---|---|---|---|")
     for layout, r in rows.items():
         def cell(x):

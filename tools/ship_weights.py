@@ -38,6 +38,8 @@ def main() -> None:
     a = ap.parse_args()
     if a.iters is not None and a.iters < 1:
         ap.error("--iters must be at least 1")
+    if a.kind == "predict" and (a.coarse or a.refine):
+        ap.error("--coarse-to-fine/--refine are estimator settings (predict-next takes them from its estimator)")
     model, meta = model_from_safetensors(a.src)  # validates the file
     dest_dir = weights_dir()
     dest = dest_dir / f"{a.name}.safetensors"

@@ -140,8 +140,8 @@ class VideoRunner:
                 est = load_weights(spec.estimate_weights, preset=spec.estimate_preset, kind="estimate", device=dev)
                 _check_kind(est, False, "--estimate-weights")
                 self.estimator = est.model
-                adopt_estimator_defaults(self.options, est, spec.iters, spec.extra.get("coarse"))
-                self.options.refine = self.options.refine and spec.with_estimate  # only written flows are refined
+                adopt_estimator_defaults(self.options, est, spec.iters, spec.extra.get("coarse"),
+                                         spec.extra.get("refine"), spec.with_estimate)
                 self.estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256,
                                       "preset": est.preset}
             else:  # the prior-flows root may be an estimate batch: use its names
