@@ -28,8 +28,12 @@ ITERATIONS = 20     # fixed-point and SOR iterations per scale (OpenCV's default
 MIN_SIDE = 32       # no pass at a scale where the frame's shorter side would be below this
 
 
-def _gray(image: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+def _pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
+    """Grayscale ``image`` at scales 1, 1/2, ... (``levels`` of them; area-averaged)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    height, width = gray.shape
+    return [gray] + [cv2.resize(gray, (width // 2 ** k, height // 2 ** k), interpolation=cv2.INTER_AREA)
+                     for k in range(1, levels)]
 
 
 class FlowRefiner:
@@ -49,33 +53,32 @@ class FlowRefiner:
         self.reset()
 
     def reset(self) -> None:
-        self._prev: np.ndarray | None = None
+        self._prev: list[np.ndarray] | None = None  # the previous frame's pyramid (each frame's is made once)
 
     def prime(self, image: np.ndarray) -> None:
-        self._prev = _gray(image)
+        self._prev = _pyramid(image, self.levels)
 
     def refine(self, image: np.ndarray, flow: np.ndarray) -> np.ndarray:
         """(H,W,2) flow previous frame -> ``image`` (H,W,3 uint8 RGB) -> the refined (H,W,2) float32."""
-        cur, prev = _gray(image), self._prev
+        prev = self._prev
         if prev is None:
             raise RuntimeError("FlowRefiner.refine before prime: no previous frame")
-        if flow.shape != prev.shape + (2,) or cur.shape != prev.shape:
-            raise ValueError(f"flow {flow.shape} and frames {prev.shape}, {cur.shape} differ in size")
+        cur = _pyramid(image, self.levels)
+        if flow.shape != prev[0].shape + (2,) or cur[0].shape != prev[0].shape:
+            raise ValueError(f"flow {flow.shape} and frames {prev[0].shape}, {cur[0].shape} differ in size")
         self._prev = cur
-        height, width = prev.shape
+        height, width = prev[0].shape
         flow = np.array(flow, dtype=np.float32, order="C")  # a copy: the solver works in place
         for level in reversed(range(self.levels)):
             scale = 2 ** level
-            h, w = height // scale, width // scale
+            h, w = prev[level].shape
             if min(h, w) < MIN_SIDE:
                 continue
             if scale == 1:
-                self._solver.calc(prev, cur, flow)
+                self._solver.calc(prev[0], cur[0], flow)
                 continue
             small = cv2.resize(flow, (w, h), interpolation=cv2.INTER_AREA) / scale
             start = small.copy()
-            self._solver.calc(cv2.resize(prev, (w, h), interpolation=cv2.INTER_AREA),
-                              cv2.resize(cur, (w, h), interpolation=cv2.INTER_AREA), small)
-            correction = cv2.resize((small - start) * scale, (width, height), interpolation=cv2.INTER_LINEAR)
-            flow += correction
+            self._solver.calc(prev[level], cur[level], small)
+            flow += cv2.resize((small - start) * scale, (width, height), interpolation=cv2.INTER_LINEAR)
         return flow
