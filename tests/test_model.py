@@ -294,3 +294,52 @@ def test_plain_ops_switches_fusion_off_only_inside_the_block():
     with fused.plain_ops():
         assert not fused.usable(x)
     assert fused.usable(x)
+
+
+def _nhwc(*shape):
+    return torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+
+
+def test_packed_weights_give_the_same_convolution_and_are_made_once_per_weight_and_input_shape():
+    """fused.packed: oneDNN's layout of a weight, bit-identical results, cached per (weight, shape)."""
+    from flowcli.model import fused
+    conv = torch.nn.Conv2d(16, 24, 3, padding=1)
+    x, x_half = _nhwc(1, 16, 12, 20), _nhwc(1, 16, 6, 10)
+    with torch.no_grad():
+        assert torch.equal(fused.conv(x, conv), fused._op()(x, conv.weight, conv.bias, [1, 1], [1, 1], [1, 1], 1,
+                                                            "none", [], ""))
+        torch.testing.assert_close(fused.conv(x, conv, relu=True), torch.relu(conv(x)))
+        first = fused.packed(conv, conv.weight, x)
+        assert fused.packed(conv, conv.weight, x) is first
+        assert fused.packed(conv, conv.weight, x_half) is not first           # another input size: its own
+        assert fused.packed(conv, conv.weight, x) is first                    # both kept (c2f: full + half)
+        conv.weight.mul_(2)                                                   # as load_state_dict does
+        assert fused.packed(conv, conv.weight, x) is not first
+        torch.testing.assert_close(fused.conv(x, conv), conv(x))
+        conv.weight.data = torch.randn_like(conv.weight)                      # new storage, same Parameter
+        torch.testing.assert_close(fused.conv(x, conv), conv(x))
+    assert len(conv._packed_weights) <= fused.PACKED_PER_CONV
+
+
+def test_a_model_with_packed_weights_can_be_copied_and_reloaded():
+    """After inference the modules hold oneDNN-packed weights: deepcopy/pickle start without them
+    (the bf16 engine deep-copies the model), and loading other weights is seen by the next frame."""
+    import copy
+    torch.manual_seed(0)
+    model, other = MemFlowNet(CPU_SMALL).eval(), MemFlowNet(CPU_SMALL).eval()
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8) for i in range(2)]
+
+    def flow_of(m):
+        stream = FlowStream(m, StreamOptions(iters=2))
+        stream.push(frames[0])
+        return stream.push(frames[1])
+
+    before = flow_of(model)
+    assert any(getattr(m, "_packed_weights", None) for m in model.modules())
+    clone = copy.deepcopy(model)
+    assert not any(getattr(m, "_packed_weights", None) for m in clone.modules())
+    np.testing.assert_array_equal(flow_of(clone), before)
+    pickle.loads(pickle.dumps(model))
+    model.load_state_dict(other.state_dict())
+    np.testing.assert_array_equal(flow_of(model), flow_of(copy.deepcopy(other)))
+    assert not np.array_equal(flow_of(model), before)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .config import ModelConfig
 from .workspace import Workspace, empty
 
@@ -38,7 +39,7 @@ class MemoryAttention(nn.Module):
             self.pos_emb = RelPosEmb(cfg.pos_emb_size, cfg.context_dim)
 
     def query_key(self, inp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        query, key = self.to_qk(inp).chunk(2, dim=1)
+        query, key = fused.conv(inp, self.to_qk).chunk(2, dim=1)
         return query, key
 
 

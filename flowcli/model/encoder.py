@@ -96,10 +96,10 @@ class ResidualBlock(nn.Module):
 
     def _forward_in_place(self, x: torch.Tensor) -> torch.Tensor:
         """Inference with instance norms: normalise, ReLU and add in place on the conv outputs."""
-        y = self.norm1.normalize_(self.conv1(x), relu=True)
-        y = self.norm2.normalize_(self.conv2(y), relu=True)
+        y = self.norm1.normalize_(fused.conv(x, self.conv1), relu=True)
+        y = self.norm2.normalize_(fused.conv(y, self.conv2), relu=True)
         if self.downsample is not None:
-            x = self.norm3.normalize_(self.downsample[0](x))
+            x = self.norm3.normalize_(fused.conv(x, self.downsample[0]))
         return y.add_(x).relu_()
 
 
@@ -125,11 +125,11 @@ class BasicEncoder(nn.Module):
         if fast == "batch":
             x = fused.conv_bn(x, self.conv1, self.norm1, relu=True)
         elif fast == "instance":
-            x = self.norm1.normalize_(self.conv1(x), relu=True)
+            x = self.norm1.normalize_(fused.conv(x, self.conv1), relu=True)
         else:
             x = self.relu1(self.norm1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))
-        return self.conv2(x)
+        return fused.conv(x, self.conv2)
 
 
 def _inference_path(norm: nn.Module, x: torch.Tensor) -> str | None:

@@ -30,7 +30,9 @@ def _self_check() -> bool:
         w, b = torch.randn(8, 8, 1, 1), torch.randn(8)
         y = _op()(x, w, b, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
         z = _op().binary(x, x, w, b, [0, 0], [1, 1], [1, 1], 1, "add", 1.0, None, [], "")
-        ok_y = torch.allclose(y, F.gelu(F.conv2d(x, w, b)), atol=1e-5)
+        w_packed = torch.ops.mkldnn._reorder_convolution_weight(w, [0, 0], [1, 1], [1, 1], 1, list(x.shape))
+        y_packed = _op()(x, w_packed, b, [0, 0], [1, 1], [1, 1], 1, "gelu", [], "none")
+        ok_y = torch.allclose(y, F.gelu(F.conv2d(x, w, b)), atol=1e-5) and torch.equal(y, y_packed)
         ok_z = torch.allclose(z, F.conv2d(x, w, b) + x, atol=1e-5)
         return bool(ok_y and ok_z)
     except Exception:
@@ -75,10 +77,64 @@ def gelu_(x: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.gelu_(x)
 
 
+PACKED_PER_CONV = 4  # packed weights kept per conv: (plain or folded weight) x (full or half-size input)
+
+
+class _PackedWeights(list):
+    """A conv's packed weights, [(weight, key, packed)] newest first. Not copied: a deepcopy or
+    pickle of the module starts empty (oneDNN's opaque tensors can be neither)."""
+
+    def __deepcopy__(self, memo):
+        return _PackedWeights()
+
+    def __reduce__(self):
+        return _PackedWeights, ()
+
+
+def packed(conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``weight`` (the conv's own or one derived from it) in oneDNN's blocked layout for inputs
+    shaped like ``x``, made once and cached on ``conv``.
+
+    Given a plain weight, every oneDNN convolution first reorders it into that layout, on every
+    call: at 224x320 (fp32, 2 threads) 590 reorders, 33 ms of a 0.69 s frame, and the convolution
+    behind each ran slower too (a 512->768 1x1 conv: 3.33 -> 2.63 ms with the weight packed once).
+    Results are bit-identical. An entry is reused only for the same tensor object, storage, in-place
+    version and input shape, so a load_state_dict, ``.to()`` or new input size makes a new one.
+    """
+    shape = tuple(x.shape)
+    version = -1 if weight.is_inference() else weight._version  # (made under inference_mode: never changed)
+    key = (weight.data_ptr(), version, weight.dtype, shape)
+    cache = conv.__dict__.setdefault("_packed_weights", _PackedWeights())
+    for i, (source, source_key, weight_packed) in enumerate(cache):
+        if source is weight and source_key == key:
+            if i:
+                cache.insert(0, cache.pop(i))
+            return weight_packed
+    weight_packed = torch.ops.mkldnn._reorder_convolution_weight(
+        weight, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, list(shape))
+    cache.insert(0, (weight, key, weight_packed))
+    del cache[PACKED_PER_CONV:]
+    return weight_packed
+
+
+def _call(x: torch.Tensor, conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor | None,
+          post: str) -> torch.Tensor:
+    """One oneDNN convolution of ``x`` with ``conv``'s geometry and a packed ``weight``, then ``post``."""
+    return _op()(x, packed(conv, weight, x), bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+                 conv.groups, post, [], "none" if post == "gelu" else "")
+
+
+def conv(x: torch.Tensor, module: nn.Conv2d, relu: bool = False) -> torch.Tensor:
+    """module(x) [then ReLU], with the packed weight in one call on the fast path (see :func:`packed`)."""
+    if not usable(x):
+        y = module(x)
+        return torch.relu(y) if relu else y
+    return _call(x, module, module.weight, module.bias, "relu" if relu else "none")
+
+
 def conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """gelu(conv(x)) (exact erf GELU) in one oneDNN call."""
-    return _op()(x, conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                 conv.groups, "gelu", [], "none")
+    return _call(x, conv, conv.weight, conv.bias, "gelu")
 
 
 def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) -> torch.Tensor:
@@ -88,8 +144,7 @@ def conv_bn(x: torch.Tensor, conv: nn.Conv2d, bn: nn.BatchNorm2d, relu: bool) ->
     and bias (computed in float64, cached until any of the tensors changes).
     """
     weight, bias = _bn_folded(conv, bn)
-    return _op()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                 conv.groups, "relu" if relu else "none", [], "")
+    return _call(x, conv, weight, bias, "relu" if relu else "none")
 
 
 def derived(module: nn.Module, name: str, sources: list[torch.Tensor], make):
@@ -127,8 +182,7 @@ def residual_conv_gelu(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     if x.dtype != torch.float32:
         raise TypeError("the identity fold is exact only in float32")
     weight, bias = with_identity(conv)
-    return _op()(x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation),
-                 conv.groups, "gelu", [], "none")
+    return _call(x, conv, weight, bias, "gelu")
 
 
 def with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,5 +200,5 @@ def with_identity(conv: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 def conv_add(x: torch.Tensor, other: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """conv(x) + other in one oneDNN call."""
-    return _op().binary(x, other, conv.weight, conv.bias, list(conv.padding), list(conv.stride),
+    return _op().binary(x, other, packed(conv, conv.weight, x), conv.bias, list(conv.padding), list(conv.stride),
                         list(conv.dilation), conv.groups, "add", 1.0, None, [], "")

@@ -55,7 +55,7 @@ class PCBlock(nn.Module):
         else:  # bfloat16 weights cannot hold W + I exactly
             x = fused.gelu_(fused.conv_add(x, x, self.pw))
         x = fused.conv_gelu(x, self.ffn2[0])
-        return fused.conv_gelu(x, self.ffn2[2]) if gelu else self.ffn2[2](x)
+        return fused.conv_gelu(x, self.ffn2[2]) if gelu else fused.conv(x, self.ffn2[2])
 
     def _depthwise(self, x: torch.Tensor, fold: bool = False) -> torch.Tensor:
         """x <- gelu(x + dw(x)) per kernel. ``fold`` (fast path): one fused float32 call per kernel

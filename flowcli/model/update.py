@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from . import fused
 from .config import ModelConfig
 from .pcblock import PCBlock
 
@@ -71,7 +72,7 @@ class UpdateBlock(nn.Module):
 
     def get_motion_and_value(self, flow: torch.Tensor, corr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         motion = self.encoder(flow, corr)
-        return motion, self.aggregator.to_v(motion)
+        return motion, fused.conv(motion, self.aggregator.to_v)
 
     def forward(self, net, inp, motion, motion_global, need_mask: bool = True):
         """Returns (net, upsampling mask (B,576,h,w) or None, delta flow (B,2,h,w)).
@@ -80,11 +81,15 @@ class UpdateBlock(nn.Module):
         inference skips it on the others (``need_mask=False``).
         """
         net = self.gru(torch.cat([net, inp, motion, motion_global], dim=1))
-        mask = self.mask(net).mul_(0.25) if need_mask else None  # in place: no second 576-channel map
-        return net, mask, self.flow_head(net)
+        return net, self.upsampling_mask(net) if need_mask else None, self.flow_head(net)
 
     def predict(self, inp, motion_global, forward_flow):
         """MemFlowNet-P single pass. Returns (upsampling mask, delta flow)."""
         parts = [inp, same_layout(motion_global, inp), same_layout(forward_flow, inp)]
         net = self.gru_new(torch.cat(parts, dim=1))
-        return self.mask(net).mul_(0.25), self.flow_head(net)
+        return self.upsampling_mask(net), self.flow_head(net)
+
+    def upsampling_mask(self, net: torch.Tensor) -> torch.Tensor:
+        """(B,576,h,w) convex-upsampling weights; x0.25 in place: no second 576-channel map."""
+        hidden = fused.conv(net, self.mask[0], relu=True)
+        return fused.conv(hidden, self.mask[2]).mul_(0.25)
