@@ -58,12 +58,20 @@ def coords_grid(b: int, h: int, w: int, device=None, dtype=torch.float32) -> tor
 
 
 def upsample_convex(flow: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """RAFT convex upsampling: (B,2,h,w) + mask (B,576,h,w) -> (B,2,8h,8w), vectors x8."""
+    """RAFT convex upsampling: (B,2,h,w) + mask (B,576,h,w) -> (B,2,8h,8w), vectors x8.
+
+    Each fine pixel is a softmax-weighted mix of its coarse pixel's 3x3 neighbourhood. The nine
+    weighted terms are accumulated one by one in the mask's NHWC order, instead of as one
+    (B,2,9,8,8,h,w) product summed over the 9: measured 1.15 -> 0.65 ms at 28x40 and
+    11.8 -> 4.8 ms at 55x128 (2 threads), same result within float rounding.
+    """
     b, _, h, w = flow.shape
-    mask = torch.softmax(mask.view(b, 1, 9, 8, 8, h, w), dim=2)
-    up = F.unfold(8 * flow, [3, 3], padding=1).view(b, 2, 9, 1, 1, h, w)
-    up = torch.sum(mask * up, dim=2)
-    return up.permute(0, 1, 4, 2, 5, 3).reshape(b, 2, 8 * h, 8 * w)
+    weights = torch.softmax(mask.permute(0, 2, 3, 1).reshape(b, h * w, 9, 64), dim=2)    # (B,hw,9,64)
+    neighbours = F.unfold(8 * flow, [3, 3], padding=1).view(b, 2, 9, h * w, 1)          # (B,2,9,hw,1)
+    up = weights[:, None, :, 0] * neighbours[:, :, 0]                                   # (B,2,hw,64)
+    for k in range(1, 9):
+        up.addcmul_(weights[:, None, :, k], neighbours[:, :, k])
+    return up.view(b, 2, h, w, 8, 8).permute(0, 1, 2, 4, 3, 5).reshape(b, 2, 8 * h, 8 * w)
 
 
 class MemFlowNet(nn.Module):

@@ -26,7 +26,6 @@ def forward_interpolate(flow: torch.Tensor) -> torch.Tensor:
     if not keep.any():
         return torch.zeros_like(flow, dtype=torch.float32)
     points = (x1[keep], y1[keep])
-    fx = griddata(points, dx.reshape(-1)[keep], (x0, y0), method="nearest", fill_value=0)
-    fy = griddata(points, dy.reshape(-1)[keep], (x0, y0), method="nearest", fill_value=0)
-    out = torch.from_numpy(np.stack([fx, fy], axis=0)).float()
-    return out.to(flow.device)
+    vectors = np.stack([dx.reshape(-1)[keep], dy.reshape(-1)[keep]], axis=1)  # one nearest-neighbour search for both
+    out = griddata(points, vectors, (x0, y0), method="nearest")                # (h, w, 2)
+    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1))).float().to(flow.device)
