@@ -59,7 +59,9 @@ class CorrPyramid:
         offs = torch.arange(-r, r + 1, dtype=fmap1.dtype, device=fmap1.device)
         # delta[i, j] = (x = offs[i], y = offs[j]): the RAFT meshgrid(dy, dx) quirk.
         dx, dy = torch.meshgrid(offs, offs, indexing="ij")
-        delta = torch.stack([dx, dy], dim=-1).view(1, 2 * r + 1, 2 * r + 1, 2)
+        # One row of (2r+1)^2 points per query rather than a (2r+1)x(2r+1) window: grid_sample
+        # vectorises along a row, and a row of 9 points is mostly padding (bit-identical, ~10% faster).
+        delta = torch.stack([dx, dy], dim=-1).view(1, 1, (2 * r + 1) ** 2, 2)
         self.grids = [_grid_map(corr.shape[-2:], level, delta) for level, corr in enumerate(self.pyramid)]
 
     def __call__(self, coords: torch.Tensor) -> torch.Tensor:
@@ -74,7 +76,7 @@ class CorrPyramid:
 
 
 def _grid_map(size: tuple[int, int], level: int, delta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """(scale (2,), offset (1,a,b,2), align_corners): grid_sample's normalised grid for the window
+    """(scale (2,), offset (1,1,n,2), align_corners): grid_sample's normalised grid for the window
     ``delta`` around level-0 pixel ``c`` is ``offset + c * scale``.
 
     The official lookup samples level pixel x = c / 2**level + delta, normalised (align_corners=True)
