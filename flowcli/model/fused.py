@@ -77,7 +77,7 @@ def gelu_(x: torch.Tensor) -> torch.Tensor:
     return torch._C._nn.gelu_(x)
 
 
-PACKED_PER_CONV = 4  # packed weights kept per conv: (plain or folded weight) x (full or half-size input)
+PACKED_PER_CONV = 2  # packed weights kept per conv: full and half-size input (the coarse-to-fine guide)
 
 
 class _PackedWeights(list):
