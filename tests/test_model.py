@@ -290,10 +290,12 @@ def test_correlation_lookup_matches_the_official_sampling_rule():
 def test_plain_ops_switches_fusion_off_only_inside_the_block():
     from flowcli.model import fused
     x = torch.randn(1, 8, 4, 5).contiguous(memory_format=torch.channels_last)
-    assert fused.usable(x)
-    with fused.plain_ops():
-        assert not fused.usable(x)
-    assert fused.usable(x)
+    with torch.no_grad():
+        assert fused.usable(x)
+        with fused.plain_ops():
+            assert not fused.usable(x)
+        assert fused.usable(x)
+    assert not fused.usable(x)  # autograd recording: never fused
 
 
 def _nhwc(*shape):
@@ -316,9 +318,22 @@ def test_packed_weights_give_the_same_convolution_and_are_made_once_per_weight_a
         conv.weight.mul_(2)                                                   # as load_state_dict does
         assert fused.packed(conv, conv.weight, x) is not first
         torch.testing.assert_close(fused.conv(x, conv), conv(x))
-        conv.weight.data = torch.randn_like(conv.weight)                      # new storage, same Parameter
+        for _ in range(20):  # new storage, same Parameter and version; freed addresses get reused
+            conv.weight.data = torch.randn_like(conv.weight)
+            torch.testing.assert_close(fused.conv(x, conv), conv(x))
+        conv.weight.data = conv.weight.data.to(torch.bfloat16).to(torch.float32)  # rounded, maybe same address
         torch.testing.assert_close(fused.conv(x, conv), conv(x))
     assert len(conv._packed_weights) <= fused.PACKED_PER_CONV
+
+
+def test_fused_path_is_not_taken_while_autograd_records():
+    """The fused ops have no backward: with grad enabled, even for an input that needs none, the
+    module path runs, so the weights still get gradients (e.g. a frozen encoder in training)."""
+    from flowcli.model import fused
+    conv = torch.nn.Conv2d(8, 8, 1)
+    x = _nhwc(1, 8, 4, 5)
+    fused.conv(x, conv, relu=True).sum().backward()
+    assert conv.weight.grad is not None and conv.weight.grad.abs().sum() > 0
 
 
 def test_a_model_with_packed_weights_can_be_copied_and_reloaded():
