@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .allocator import release_free_heap, tune_malloc
 from .coarse import CoarseGuide
 from .refine import FlowRefiner
-from .model import InputPadder, MemFlowNet, forward_interpolate
+from .model import InputPadder, MemFlowNet, forward_interpolate, fused
 from .model.workspace import Workspace
 
 
@@ -191,7 +191,10 @@ class FlowStream:
         return None if self.geometry is None else self.geometry.padder
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        first = self.geometry is None
         self.geometry = Geometry.check(self.geometry, image, self.opt)
+        if first:
+            fused.limit_packing(self.model, self.geometry.run_hw[0] * self.geometry.run_hw[1])
         return image_to_input(image, self.geometry, self.device, self.dtype)
 
     # -- streaming ------------------------------------------------------------------

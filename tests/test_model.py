@@ -358,3 +358,19 @@ def test_a_model_with_packed_weights_can_be_copied_and_reloaded():
     model.load_state_dict(other.state_dict())
     np.testing.assert_array_equal(flow_of(model), flow_of(copy.deepcopy(other)))
     assert not np.array_equal(flow_of(model), before)
+
+
+def test_large_frames_switch_weight_packing_off_for_the_model(monkeypatch):
+    """Above PACK_MAX_PIXELS (run size) a stream's model keeps no packed copies (peak RSS at 436x1024),
+    for good; small frames keep them."""
+    from flowcli.model import fused
+    frames = [np.random.default_rng(i).integers(0, 255, (64, 96, 3), dtype=np.uint8) for i in range(2)]
+    torch.manual_seed(0)
+    model = MemFlowNet(CPU_SMALL).eval()
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    for limit, packs in ((64 * 96, True), (64 * 96 - 1, False), (64 * 96, False)):
+        monkeypatch.setattr(fused, "PACK_MAX_PIXELS", limit)
+        stream = FlowStream(model, StreamOptions(iters=1))
+        for frame in frames:
+            stream.push(frame)
+        assert any(getattr(m, "_packed_weights", None) for m in convs) == packs

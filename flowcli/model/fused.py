@@ -88,6 +88,22 @@ def gelu_(x: torch.Tensor) -> torch.Tensor:
 
 
 PACKED_PER_CONV = 2  # packed weights kept per conv: full and half-size input (the coarse-to-fine guide)
+PACK_MAX_PIXELS = 250_000  # frames (run size) above this: no packed weights for the model (limit_packing)
+
+
+def limit_packing(model: nn.Module, run_pixels: int) -> None:
+    """Streaming engines call this with their frames' run size. Above ``PACK_MAX_PIXELS`` the
+    model's convs stop packing, for good (any stream on a shared model may be the large one).
+
+    Packing pays where a frame's convolutions are short (224x320 fp32: 0.68-0.73 -> 0.61-0.65 s per
+    frame); at 436x1024 it was within noise (4.44-4.68 s against 4.46-4.52) and its copy of the
+    weights raised peak RSS by 17-30 MB (1.01-1.02 GB against 0.98-1.00; the goal there is 1.0).
+    """
+    if run_pixels > PACK_MAX_PIXELS:
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                module.__dict__["_no_packing"] = True
+                module.__dict__.pop("_packed_weights", None)
 
 
 class _PackedWeights(list):
@@ -115,7 +131,7 @@ def packed(conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor) -> torch.Tens
     """
     if _STATE["pack"] is None:
         _STATE["pack"] = _packing_check()
-    if not _STATE["pack"]:
+    if not _STATE["pack"] or conv.__dict__.get("_no_packing"):
         return weight
     if weight.is_inference():
         if weight is conv.weight:
