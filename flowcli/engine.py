@@ -125,6 +125,16 @@ def output_flow(flow_up: torch.Tensor, geometry: Geometry) -> np.ndarray:
     return resize_flow(np.ascontiguousarray(flow), *geometry.size)
 
 
+def take_frame(stream, image: np.ndarray) -> torch.Tensor:
+    """A stream's network input for ``image`` (a FlowStream's or PredictStream's). The first frame fixes
+    the stream's geometry, and its run size decides whether the stream's model packs its weights."""
+    first = stream.geometry is None
+    stream.geometry = Geometry.check(stream.geometry, image, stream.opt)
+    if first:
+        fused.limit_packing(stream.model, stream.geometry.run_hw)
+    return image_to_input(image, stream.geometry, stream.device, stream.dtype)
+
+
 @dataclass
 class StreamOptions:
     iters: int = 15
@@ -191,11 +201,7 @@ class FlowStream:
         return None if self.geometry is None else self.geometry.padder
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        first = self.geometry is None
-        self.geometry = Geometry.check(self.geometry, image, self.opt)
-        if first:
-            fused.limit_packing(self.model, self.geometry.run_hw[0] * self.geometry.run_hw[1])
-        return image_to_input(image, self.geometry, self.device, self.dtype)
+        return take_frame(self, image)
 
     # -- streaming ------------------------------------------------------------------
     @torch.inference_mode()

@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 import torch
 
-from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, image_to_input, output_flow, prepare_model
+from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, output_flow, prepare_model, take_frame
 from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate, fused
 from .model.workspace import Workspace
@@ -124,11 +124,7 @@ class PredictStream:
         return None if self.geometry is None else self.geometry.padder
 
     def _prepare(self, image: np.ndarray) -> torch.Tensor:
-        first = self.geometry is None
-        self.geometry = Geometry.check(self.geometry, image, self.opt)
-        if first:
-            fused.limit_packing(self.model, self.geometry.run_hw[0] * self.geometry.run_hw[1])
-        return image_to_input(image, self.geometry, self.device, self.dtype)
+        return take_frame(self, image)
 
     def _encode(self, image: np.ndarray, prime: bool):
         """Feed the estimator (if any); return (P input, P fmap, estimated full-res flow, its flow_low)."""
@@ -143,7 +139,7 @@ class PredictStream:
             est_flow = est.push(image)
         if self.size is None:  # take over the estimator's geometry
             self.geometry = est.geometry
-            fused.limit_packing(self.model, self.geometry.run_hw[0] * self.geometry.run_hw[1])
+            fused.limit_packing(self.model, self.geometry.run_hw)
         x = est.prev_input  # same precision as the P model (both follow the options)
         fmap = est.prev_fmap if self.shared_fnet else self.model.encode_features(x)
         return x, fmap, est_flow, (est.prev_flow_low if est_flow is not None else None)

@@ -91,15 +91,15 @@ PACKED_PER_CONV = 2  # packed weights kept per conv: full and half-size input (t
 PACK_MAX_PIXELS = 250_000  # frames (run size) above this: no packed weights for the model (limit_packing)
 
 
-def limit_packing(model: nn.Module, run_pixels: int) -> None:
-    """Streaming engines call this with their frames' run size. Above ``PACK_MAX_PIXELS`` the
+def limit_packing(model: nn.Module, run_hw: tuple[int, int]) -> None:
+    """Streaming engines call this with their frames' run size (h, w). Above ``PACK_MAX_PIXELS`` the
     model's convs stop packing, for good (any stream on a shared model may be the large one).
 
     Packing pays where a frame's convolutions are short (224x320 fp32: 0.68-0.73 -> 0.61-0.65 s per
     frame); at 436x1024 it was within noise (4.44-4.68 s against 4.46-4.52) and its copy of the
     weights raised peak RSS by 17-30 MB (1.01-1.02 GB against 0.98-1.00; the goal there is 1.0).
     """
-    if run_pixels > PACK_MAX_PIXELS:
+    if run_hw[0] * run_hw[1] > PACK_MAX_PIXELS:
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
                 module.__dict__["_no_packing"] = True
