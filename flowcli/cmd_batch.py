@@ -7,6 +7,7 @@ import click
 
 from .cli import emit_json, status
 from .cmd_estimate import stream_options
+from .cmd_predict import tta_option
 from .errors import FlowcliError
 
 EPILOG = """\b
@@ -40,7 +41,7 @@ retried) or disk full, 2 usage, 130 SIGINT, 143 SIGTERM. See docs/batch.md.
 """
 
 _PREDICT_ONLY = ("write_frames", "prior_flows", "estimate_weights", "estimate_preset", "with_estimate",
-                 "include_first")
+                 "include_first", "tta")
 
 
 def _split_ray(value: str | None, inputs: tuple[str, ...]) -> tuple[str | None, tuple[str, ...]]:
@@ -79,11 +80,13 @@ def _split_ray(value: str | None, inputs: tuple[str, ...]) -> tuple[str | None, 
 @click.option("--estimate-preset", help="predict-next: official settings of an estimation .pth.")
 @click.option("--with-estimate", is_flag=True, help="predict-next: also write the estimated flows.")
 @click.option("--include-first", is_flag=True, help="predict-next: also write the prediction at the first frame.")
+@tta_option("predict-next: average with the prediction on mirrored frames (default: the weights' own; "
+            "see `flowcli predict-next --help`).")
 @stream_options
 @click.pass_context
 def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_address, retry_failed, dry_run,
           show_status, write_frames, prior_flows, estimate_weights, estimate_preset, with_estimate, include_first,
-          out_dir, weights, preset, iters, warm_start, device, max_side, scale, start, end, step, size, threads,
+          tta, out_dir, weights, preset, iters, warm_start, device, max_side, scale, start, end, step, size, threads,
           max_flow, overwrite, quiet, as_json, **more_stream_options):
     """Estimate (or predict) optical flow for many videos: one output folder
     per video under OUTROOT (-o), a ledger of finished videos, resumable.
@@ -124,7 +127,8 @@ def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_addre
     if max_side is not None and scale is not None:
         raise click.UsageError("give --max-side or --scale, not both")
     given = dict(write_frames=write_frames, prior_flows=prior_flows, estimate_weights=estimate_weights,
-                 estimate_preset=estimate_preset, with_estimate=with_estimate, include_first=include_first)
+                 estimate_preset=estimate_preset, with_estimate=with_estimate, include_first=include_first,
+                 tta=tta is not None)
     if mode == "estimate":
         for name in _PREDICT_ONLY:
             if given[name]:
@@ -140,7 +144,7 @@ def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_addre
     spec = B.BatchSpec(mode=mode, weights=weights, preset=preset, iters=iters, warm_start=warm_start,
                        device=device, threads=threads, max_side=max_side, scale=scale, start=start, end=end,
                        step=step, formats=tuple(formats), video=video, max_flow=max_flow, overwrite=overwrite,
-                       extra={k: v for k, v in more_stream_options.items() if v is not None},
+                       extra={k: v for k, v in {**more_stream_options, "tta": tta}.items() if v is not None},
                        frames=write_frames, prior_flows=str(prior_flows) if prior_flows else None,
                        estimate_weights=estimate_weights, estimate_preset=estimate_preset,
                        with_estimate=with_estimate, include_first=include_first,

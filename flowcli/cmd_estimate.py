@@ -106,7 +106,7 @@ def open_job_source(input_spec: str, size: str | None, start: int, end: int | No
 
 
 def prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start, kind="estimate",
-                   precision="fp32", coarse=None, refine=None):
+                   precision="fp32", coarse=None, refine=None, tta=None):
     import torch
 
     from .engine import StreamOptions, pick_device
@@ -124,7 +124,8 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
         raise click.UsageError(str(exc)) from None
     loaded = load_weights(weights, preset=preset, kind=kind, device=dev)
     options = StreamOptions(warm_start=warm_start, max_side=max_side, scale=scale, precision=precision,
-                            **loaded.inference_settings(iters, coarse, refine))
+                            **loaded.inference_settings(iters, coarse, refine),
+                            tta=loaded.tta if tta is None else tta)
     return loaded, options, dev
 
 

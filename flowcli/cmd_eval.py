@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from .cli import emit_json, json_option, progress, quiet_option
+from .cmd_predict import tta_option
 
 EPILOG = """\b
 Examples:
@@ -59,11 +60,13 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
                    "has GT) or the estimation model's (every GT pair after a sequence's first frame).")
 @click.option("--estimate-weights", metavar="NAME|PATH",
               help="With --past-flow estimate: estimation weights (default: the shipped ones).")
+@tta_option("With --predict: average with the prediction on mirrored frames (default: the weights' own; "
+            "see `flowcli predict-next --help`).")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")
 @quiet_option
 @json_option
 def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, refine, max_side, predict, past_flow,
-             estimate_weights, threads, quiet, as_json):
+             estimate_weights, tta, threads, quiet, as_json):
     """Evaluate flow accuracy on the dataset at ROOT."""
     from .evaluate import evaluate, format_table
 
@@ -71,9 +74,9 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
         raise click.UsageError("--refine/--no-refine do not apply to --predict (predictions are not refined)")
     if predict:
         return _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
-                             estimate_weights, threads, quiet, as_json)
-    if past_flow != "gt" or estimate_weights:
-        raise click.UsageError("--past-flow/--estimate-weights only apply with --predict")
+                             estimate_weights, tta, threads, quiet, as_json)
+    if past_flow != "gt" or estimate_weights or tta is not None:
+        raise click.UsageError("--past-flow/--estimate-weights/--tta only apply with --predict")
     if method == "memflow":
         import torch
 
@@ -96,7 +99,7 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
 
 
 def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
-                  estimate_weights, threads, quiet, as_json):
+                  estimate_weights, tta, threads, quiet, as_json):
     import torch
 
     from .errors import CheckpointError
@@ -115,7 +118,7 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coar
     loaded = load_weights(weights, preset=preset, kind="predict")
     estimator = load_weights(estimate_weights, kind="estimate") if past_flow == "estimate" else None
     result = evaluate_predict(loaded, root, layout, past=past_flow, estimator=estimator, iters=iters,
-                              max_side=max_side, coarse=coarse,
+                              max_side=max_side, coarse=coarse, tta=tta,
                               progress=functools.partial(progress, quiet=quiet))
     if as_json:
         emit_json(result.to_dict())

@@ -57,6 +57,15 @@ def _check_kind(loaded, predict: bool, option: str) -> None:
                               f"{'an estimation' if predict else 'a prediction'} model")
 
 
+TTA_HELP = ("Test-time augmentation: also predict on the left-right mirrored frames and average the two "
+            "predictions (MemFlow-P and its encoders run twice per frame; the estimator once; not official). "
+            "Default: the prediction weights' own (official checkpoints: off).")
+
+
+def tta_option(help_text: str = TTA_HELP):
+    return click.option("--tta/--no-tta", "tta", default=None, help=help_text)
+
+
 @click.command("predict-next", epilog=EPILOG)
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
@@ -73,9 +82,10 @@ def _check_kind(loaded, predict: bool, option: str) -> None:
               help="Also write the estimated flows to OUTDIR/estimate/ (one pass, shared stream).")
 @click.option("--include-first", is_flag=True,
               help="Also write the prediction at the first frame (no past motion yet).")
+@tta_option()
 @stream_options
 def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate_weights, estimate_preset,
-                 with_estimate, include_first, out_dir, weights, preset, iters, warm_start, coarse, device, max_side,
+                 with_estimate, include_first, tta, out_dir, weights, preset, iters, warm_start, coarse, device, max_side,
                  scale, start, end, step, size, threads, max_flow, overwrite, quiet, as_json, **more_stream_options):
     """Predict, for every frame of INPUT, the optical flow to the next frame
     before that frame is seen (MemFlow-P).
@@ -101,7 +111,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
                               "(an official MemFlowNet_P .pth with --preset things|sintel, or a flowcli "
                               ".safetensors prediction model)")
     loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start,
-                                          kind="predict")
+                                          kind="predict", tta=tta)
     _check_kind(loaded, True, "--weights")
     for name, value in more_stream_options.items():  # options added to stream_options later (engine settings)
         if value is not None and hasattr(options, name):
@@ -134,7 +144,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         "coarse_to_fine": options.coarse if estimator is not None else None,
         "refine": options.refine if estimator is not None else None,
         "max_side": options.max_side, "scale": options.scale, "precision": options.precision,
-        "start": start, "end": end, "step": step,
+        "tta": options.tta, "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
         "include_first": include_first, "device": str(dev), **report.to_dict(),
     }

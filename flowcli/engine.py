@@ -144,6 +144,7 @@ class StreamOptions:
     precision: str = "fp32"        # "bf16": bfloat16 weights and activations (AMX on recent x86)
     coarse: bool = False           # coarse-to-fine start for large motions (flowcli.coarse; not official)
     refine: bool = False           # variational refinement of each output flow (flowcli.refine; not official)
+    tta: bool = False              # MemFlow-P: average with the prediction on mirrored frames (flowcli.predict)
 
 
 def prepare_model(model: MemFlowNet, precision: str, device: torch.device) -> MemFlowNet:

@@ -103,13 +103,14 @@ def _model_and_name(weights: Any, default: str) -> tuple[Any, str]:
 
 def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past: str = "gt",
                      estimator: Any = None, iters: int | None = None, device: str = "cpu",
-                     max_side: int | None = None, coarse: bool | None = None,
+                     max_side: int | None = None, coarse: bool | None = None, tta: bool | None = None,
                      progress: Callable[..., Iterable] | None = None,
                      sequences: list[EvalSequence] | None = None) -> PredictEvaluation:
     """Score a MemFlow-P model (a :class:`~flowcli.weights.LoadedWeights` or bare model) on ``root``.
 
     ``past``: where the past flow comes from, ``"gt"`` or ``"estimate"`` (then ``estimator``, an
-    estimation model or LoadedWeights, and its ``iters`` are required). Raises :class:`InputError`
+    estimation model or LoadedWeights, and its ``iters`` are required). ``tta``: mirrored-view
+    averaging (``StreamOptions.tta``; default: the weights' own). Raises :class:`InputError`
     when no pair can be scored.
     """
     from .engine import StreamOptions
@@ -129,7 +130,9 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
         if iters is None:
             raise ValueError("iters is required with a bare estimator model")
         coarse = getattr(estimator, "coarse", False) if coarse is None else coarse
-    options = StreamOptions(iters=iters or 12, max_side=max_side, coarse=bool(coarse) and est_model is not None)
+    tta = getattr(weights, "tta", False) if tta is None else tta
+    options = StreamOptions(iters=iters or 12, max_side=max_side, coarse=bool(coarse) and est_model is not None,
+                            tta=bool(tta))
     stream = PredictStream(model, options, device, estimator=est_model)
     seqs = find_sequences(root, layout) if sequences is None else sequences
     seqs = [s for s in seqs if scored_pairs(s, past)]

@@ -50,7 +50,7 @@ from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate, fused
 from .model.workspace import Workspace
 
-__all__ = ["PredictStep", "PredictStream", "fnets_equal", "flow_to_low", "warp_forward", "prior_flow_path",
+__all__ = ["PredictStep", "PredictStream", "PredictorView", "mirror", "fnets_equal", "flow_to_low", "warp_forward", "prior_flow_path",
            "read_prior_flow", "PredictJob", "PredictReport", "run_predict"]
 
 
@@ -100,15 +100,19 @@ class PredictStream:
         self.reset()
 
     def reset(self) -> None:
-        self.memory = self.model.new_memory()
-        self.workspace = Workspace()                # the past pair's correlation buffers, reused per frame
+        workspace = Workspace()  # the past pair's correlation buffers, reused per frame (and by both views)
+        self.views = [PredictorView(self.model, workspace)]
+        if self.opt.tta:
+            self.views.append(PredictorView(self.model, workspace, mirrored=True))
         self.geometry: Geometry | None = None
-        self.prev_key: torch.Tensor | None = None   # P context key of the previous frame
-        self.prev_fmap: torch.Tensor | None = None  # P feature map of the previous frame
-        self.forward_flow: torch.Tensor | None = None
         self.frames_seen = 0
         if self.estimator is not None:
             self.estimator.reset()
+
+    @property
+    def memory(self):
+        """The (plain view's) memory of past motion: one past pair."""
+        return self.views[0].memory
 
     # -- preprocessing (the engine's) --------------------------------------------------------
     @property
@@ -151,10 +155,8 @@ class PredictStream:
         skipped frames. With an estimator, call :meth:`load_state` first if its state was
         saved (as for a FlowStream); the P side needs nothing else."""
         x, fmap, _, _ = self._encode(image, prime=True)
-        self.prev_key = self.model.encode_context(x).key
-        self.prev_fmap = fmap
-        self.memory.reset()
-        self.forward_flow = None
+        for view in self.views:
+            view.prime(x, fmap)
         self.frames_seen = t + 1 if t is not None else max(self.frames_seen, 1)
 
     @torch.inference_mode()
@@ -166,7 +168,7 @@ class PredictStream:
         (full-res (H,W,2) at the input size) or ``past_flow_low`` ((1,2,h,w) on the
         padded 1/8 grid, in 1/8-grid pixels).
         """
-        has_prev = self.prev_key is not None
+        has_prev = self.views[0].prev_key is not None
         if self.estimator is not None and (past_flow is not None or past_flow_low is not None):
             raise ValueError("past flows come from the estimator; do not pass them too")
         x, fmap, est_flow, low = self._encode(image, prime=False)
@@ -181,14 +183,9 @@ class PredictStream:
                     low = flow_to_low(past_flow, self.run_hw, self.padder, self.device)
                 else:
                     raise ValueError("push() needs the past flow (previous -> this frame) without an estimator")
-            corr = self.model.correlation(self.prev_fmap, fmap, self.workspace)
-            self.memory.add(self.prev_key, self.model.motion_value(corr, low))
-            self.forward_flow = forward_interpolate(low[0])[None].to(self.device)
-        ctx = self.model.encode_context(x)
-        if self.forward_flow is None:
-            self.forward_flow = torch.zeros(1, 2, *ctx.size, device=self.device)
-        flow_low, flow_up = self.model.predict(ctx, self.memory, self.forward_flow)
-        self.prev_key, self.prev_fmap = ctx.key, fmap
+        flows = [view.step(x, fmap, low if has_prev else None) for view in self.views]
+        flow_low, flow_up = flows[0] if len(flows) == 1 else (0.5 * (flows[0][0] + flows[1][0]),
+                                                             0.5 * (flows[0][1] + flows[1][1]))
         t = self.frames_seen
         self.frames_seen += 1
         flow = output_flow(flow_up, self.geometry)
@@ -207,6 +204,68 @@ class PredictStream:
         if self.estimator is not None:
             self.estimator.load_state({k[4:]: v for k, v in state.items() if k.startswith("est.")})
         self.frames_seen = int(state.get("frames_seen", torch.tensor(0)))
+
+
+def mirror(x: torch.Tensor, flow: bool = False) -> torch.Tensor:
+    """(B,C,H,W) image or flow -> its left-right mirror image, in the same memory format; a flow's
+    horizontal component changes sign (``flow=True``)."""
+    out = x.flip(-1)
+    if flow:
+        out = torch.cat([-out[:, :1], out[:, 1:]], dim=1)
+    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+    return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+
+
+class PredictorView:
+    """The P model's state over one view of the video: the previous frame's context key and feature
+    map, the memory of the past pair, and the forward warp flow.
+
+    ``mirrored``: the view of the left-right mirror image of every frame, for the test-time
+    augmentation of ``StreamOptions.tta``: the prediction is made on the mirrored frames from the
+    mirrored past flow, mirrored back and averaged with the plain view's. The mirrored view runs its
+    own encoders (the estimator's feature maps are of the plain frames). Frames and flows are mirrored
+    after padding, on the network's grid, so the two views see the same pixels.
+    """
+
+    def __init__(self, model: MemFlowNet, workspace: Workspace, mirrored: bool = False):
+        self.model, self.workspace, self.mirrored = model, workspace, mirrored
+        self.memory = model.new_memory()
+        self.prev_key: torch.Tensor | None = None   # context key of the previous frame
+        self.prev_fmap: torch.Tensor | None = None  # feature map of the previous frame
+        self.forward_flow: torch.Tensor | None = None
+
+    def _view(self, x: torch.Tensor, fmap: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """This view's input and feature map of a frame (``fmap``: the plain frame's, if computed)."""
+        if self.mirrored:
+            x, fmap = mirror(x), None
+        return x, self.model.encode_features(x) if fmap is None else fmap
+
+    def prime(self, x: torch.Tensor, fmap: torch.Tensor | None) -> None:
+        """Make ``x`` (a padded network input) the previous frame, with an empty memory."""
+        x, self.prev_fmap = self._view(x, fmap)
+        self.prev_key = self.model.encode_context(x).key
+        self.memory.reset()
+        self.forward_flow = None
+
+    def step(self, x: torch.Tensor, fmap: torch.Tensor | None, past_low: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame ``x`` and the past flow (previous -> this frame, (1,2,h,w) on the 1/8 grid; None at the
+        first frame) -> the predicted flow (low, up) of the plain frames, this frame -> next."""
+        x, fmap = self._view(x, fmap)
+        if past_low is not None:
+            if self.mirrored:
+                past_low = mirror(past_low, flow=True)
+            corr = self.model.correlation(self.prev_fmap, fmap, self.workspace)
+            self.memory.add(self.prev_key, self.model.motion_value(corr, past_low))
+            self.forward_flow = forward_interpolate(past_low[0])[None].to(x.device)
+        ctx = self.model.encode_context(x)
+        if self.forward_flow is None:
+            self.forward_flow = torch.zeros(1, 2, *ctx.size, device=x.device)
+        flow_low, flow_up = self.model.predict(ctx, self.memory, self.forward_flow)
+        self.prev_key, self.prev_fmap = ctx.key, fmap
+        if self.mirrored:
+            flow_low, flow_up = mirror(flow_low, flow=True), mirror(flow_up, flow=True)
+        return flow_low, flow_up
 
 
 # ============================================================================== predicted frames
@@ -367,7 +426,7 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
          "refine": o.refine}
     return json.dumps({"command": "predict-next", "weights": weights_sha, **past, "max_side": o.max_side,
                        "scale": o.scale, "precision": o.precision, "start": start, "step": step,
-                       "input": source_name}, sort_keys=True)
+                       "input": source_name, **({"tta": True} if o.tta else {})}, sort_keys=True)
 
 
 def _write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> int:

@@ -43,6 +43,7 @@ class LoadedWeights:
     preset: str | None
     coarse: bool = False  # coarse-to-fine start by default (flowcli.coarse); official checkpoints: never
     refine: bool = False  # variational refinement by default (flowcli.refine); official checkpoints: never
+    tta: bool = False     # MemFlow-P: mirrored-view averaging by default (flowcli.predict); official: never
 
     def inference_settings(self, iters: int | None = None, coarse: bool | None = None,
                            refine: bool | None = None) -> dict:
@@ -85,7 +86,7 @@ def default_name(kind: str = "estimate") -> str | None:
 
 
 # Inference options that flowcli weights may turn on by default: metadata key -> LoadedWeights field.
-DEFAULT_FLAGS = {"coarse_to_fine": "coarse", "refine": "refine"}
+DEFAULT_FLAGS = {"coarse_to_fine": "coarse", "refine": "refine", "tta": "tta"}
 
 
 def meta_flag(meta: dict[str, str], key: str) -> bool:

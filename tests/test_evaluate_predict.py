@@ -101,3 +101,26 @@ def test_eval_predict_on_sintel_with_estimated_past_flows(shared_data, p_weights
     assert {("sintel/final/ambush_4", 1), ("sintel/final/ambush_4", 3)} <= rows
     assert out["past_flow"] == "estimate"
     assert all(p["all"]["epe"] is not None for p in out["predicted"]["pairs"])
+
+
+def test_weights_metadata_turns_tta_on_by_default_and_the_flag_overrides_it(synth_root, tmp_path):
+    """A prediction model saved with ``tta: true`` predicts with mirrored-view averaging unless told not
+    to; eval --predict --no-tta equals the same weights saved without the flag; --tta needs --predict."""
+    from flowcli.weights import load_weights
+    torch.manual_seed(1)
+    model = MemFlowNet(CPU_SMALL.replace(predict=True, train_avg_length=384.0)).eval()
+    plain, with_tta = tmp_path / "plain.safetensors", tmp_path / "tta.safetensors"
+    save_safetensors(plain, model, iters=1)
+    save_safetensors(with_tta, model, iters=1, extra={"tta": "true"})
+    assert load_weights(str(with_tta), kind="predict").tta and not load_weights(str(plain), kind="predict").tta
+
+    def epe(weights, *flags):
+        r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--predict", "--weights",
+                                     str(weights), "--json", "--quiet", *flags])
+        assert r.exit_code == 0, r.output
+        return json.loads(r.output)["predicted"]["summary"]["all"]["epe"]
+
+    assert epe(with_tta, "--no-tta") == epe(plain)
+    assert epe(with_tta) == epe(plain, "--tta") != epe(plain)
+    r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--tta"])
+    assert r.exit_code == 2 and "--tta" in r.output

@@ -13,7 +13,7 @@ from flowcli.cli import cli
 from flowcli.engine import FlowStream, StreamOptions
 from flowcli.flowio import read_flow, write_flow
 from flowcli.model import InputPadder
-from flowcli.predict import PredictStream, flow_to_low, read_prior_flow, warp_forward
+from flowcli.predict import PredictStream, flow_to_low, mirror, read_prior_flow, warp_forward
 from flowcli.sources import open_source
 from flowcli.weights import load_weights
 
@@ -122,6 +122,47 @@ def test_bf16_prediction_stays_close_to_fp32(conformance_dir, p_model, est_model
     assert s16.model.motion_prompt.dtype == torch.bfloat16 and s32.model.motion_prompt.dtype == torch.float32
     diff = np.linalg.norm(fp32 - bf16, axis=-1)
     assert np.isfinite(bf16).all() and 0 < diff.mean() <= 0.05, diff.mean()
+
+
+def _mirror_flow(flow: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(flow[:, ::-1])
+    out[..., 0] *= -1
+    return out
+
+
+def test_mirror_flips_width_and_negates_horizontal_flow():
+    x = torch.arange(2 * 3 * 4, dtype=torch.float32).view(1, 2, 3, 4).contiguous(memory_format=torch.channels_last)
+    m = mirror(x, flow=True)
+    assert torch.equal(m[0, 0], -x[0, 0].flip(-1)) and torch.equal(m[0, 1], x[0, 1].flip(-1))
+    assert m.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(mirror(m, flow=True), x) and torch.equal(mirror(x)[0, 0], x[0, 0].flip(-1))
+
+
+def test_tta_is_the_mean_of_the_plain_and_the_mirrored_videos_predictions(conformance_dir, p_model, prior_dir):
+    """--tta: the prediction for the video and the mirror image of the prediction for its mirrored video
+    (mirrored frames and past flows), averaged; each frame's, over a whole stream with memory."""
+    frames, pasts = [], [None]
+    with open_source(str(conformance_dir)) as src:
+        for frame in src:
+            frames.append(frame.image)
+    for t in range(1, len(frames)):
+        pasts.append(read_prior_flow(prior_dir, t - 1, t, frames[0].shape[:2]))
+
+    def run(tta: bool, mirrored: bool) -> list[np.ndarray]:
+        stream = PredictStream(p_model, StreamOptions(tta=tta))
+        out = []
+        for image, past in zip(frames, pasts):
+            if mirrored:
+                image, past = np.ascontiguousarray(image[:, ::-1]), None if past is None else _mirror_flow(past)
+            flow = stream.push(image, past_flow=past).flow
+            out.append(_mirror_flow(flow) if mirrored else flow)
+        return out
+
+    plain, mirrored, tta = run(False, False), run(False, True), run(True, False)
+    for t in range(len(frames)):
+        assert np.abs(tta[t] - 0.5 * (plain[t] + mirrored[t])).max() <= 1e-4
+    gap = np.mean([np.linalg.norm(plain[t] - mirrored[t], axis=-1).mean() for t in range(len(frames))])
+    assert gap > 1e-2  # the mirrored view is a different prediction (else the test shows nothing)
 
 
 def test_prior_flow_to_low_res_is_official_resize():
@@ -313,6 +354,17 @@ def test_missing_prior_flow_is_a_one_line_error(tmp_path, conformance_dir, prior
     lines = res.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flowcli: error:") and "000002.flo" in lines[0]
     assert "Traceback" not in res.output
+
+
+def test_cli_tta_is_recorded_and_a_run_without_it_is_other_settings(tmp_path, conformance_dir, prior_dir):
+    out = tmp_path / "tta"
+    res = _run(_p_args(conformance_dir, out, "--prior-flows", str(prior_dir), "--tta", "--json"))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["tta"] is True and json.loads((out / "flowcli.json").read_text())["tta"] is True
+    res = CliRunner().invoke(cli, _p_args(conformance_dir, out, "--prior-flows", str(prior_dir)))
+    assert res.exit_code == 1 and "other settings" in res.output  # not resumed as if it were the same run
+    res = CliRunner().invoke(cli, ["batch", str(conformance_dir), "-o", str(tmp_path / "b"), "--tta"])
+    assert res.exit_code == 2 and "--tta is for --mode predict-next" in res.output
 
 
 def test_wrong_model_kind_and_usage_errors(tmp_path, conformance_dir, prior_dir, monkeypatch):

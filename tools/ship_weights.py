@@ -2,7 +2,7 @@
 
     .venv/bin/python tools/ship_weights.py runs/cpu-small/latest.safetensors flowcli-small \
         --description "..." [--kind estimate] [--default] [--iters N] [--coarse-to-fine | --no-coarse-to-fine]
-        [--refine | --no-refine]
+        [--refine | --no-refine] [--tta | --no-tta]
 
 The shipped file is the training checkpoint itself (weights + config + step
 metadata, no optimizer state), so `flowcli train --resume weights/NAME.safetensors`
@@ -11,7 +11,8 @@ weights' default refinement iterations (the file is re-saved with that metadata;
 the training script records its ``infer_iters``), for when an evaluation shows
 that fewer iterations are as accurate. ``--coarse-to-fine`` likewise records
 that the weights run with the coarse-to-fine start by default (flowcli.coarse),
-and ``--refine`` with the variational refinement (flowcli.refine).
+and ``--refine`` with the variational refinement (flowcli.refine); ``--tta``, for
+prediction weights, with the mirrored-view averaging (flowcli.predict).
 """
 from __future__ import annotations
 
@@ -35,11 +36,15 @@ def main() -> None:
                     help="record whether the coarse-to-fine start is on by default (default: the file's)")
     ap.add_argument("--refine", dest="refine", action=argparse.BooleanOptionalAction,
                     help="record whether the variational refinement is on by default (default: the file's)")
+    ap.add_argument("--tta", dest="tta", action=argparse.BooleanOptionalAction,
+                    help="prediction weights: record whether mirrored-view averaging is on by default")
     a = ap.parse_args()
     if a.iters is not None and a.iters < 1:
         ap.error("--iters must be at least 1")
     if a.kind == "predict" and (a.coarse or a.refine):
         ap.error("--coarse-to-fine/--refine are estimator settings (predict-next takes them from its estimator)")
+    if a.kind == "estimate" and a.tta:
+        ap.error("--tta is a prediction setting (--kind predict)")
     model, meta = model_from_safetensors(a.src)  # validates the file
     dest_dir = weights_dir()
     dest = dest_dir / f"{a.name}.safetensors"
