@@ -234,8 +234,17 @@ def plan_predict(args, precisions) -> list[Job]:
     if predict_available():
         return []
     return [worker_job(f"predict {sz(hw)} {p}", {"kind": "predict", "size": list(hw), "frames": args.frames,
-                                                 "warmup": args.warmup, "precision": p}, args.threads)
-            for hw in args.sizes for p in precisions]
+                                                 "warmup": args.warmup, "precision": p.split()[0],
+                                                 "tta": p.endswith(TTA)}, args.threads)
+            for hw in args.sizes for p in predict_rows(precisions)]
+
+
+TTA = " --tta"
+
+
+def predict_rows(precisions) -> list[str]:
+    """The prediction rows per size: every precision, and fp32 with --tta (mirrored-view averaging)."""
+    return list(precisions) + ["fp32" + TTA]
 
 
 def plan_roofline(args) -> list[Job]:
@@ -449,7 +458,7 @@ def report_predict(args, res, results, precisions):
         return
     rows, out = [], []
     for hw in args.sizes:
-        for p in precisions:
+        for p in predict_rows(precisions):
             r = res[f"predict {sz(hw)} {p}"]
             r.update(size=list(hw), precision=p)
             rows.append(r)
