@@ -233,18 +233,18 @@ def predict_available() -> str:
 def plan_predict(args, precisions) -> list[Job]:
     if predict_available():
         return []
-    return [worker_job(f"predict {sz(hw)} {p}", {"kind": "predict", "size": list(hw), "frames": args.frames,
-                                                 "warmup": args.warmup, "precision": p.split()[0],
-                                                 "tta": p.endswith(TTA)}, args.threads)
-            for hw in args.sizes for p in predict_rows(precisions)]
+    return [worker_job(predict_job(hw, p, tta), {"kind": "predict", "size": list(hw), "frames": args.frames,
+                                                 "warmup": args.warmup, "precision": p, "tta": tta}, args.threads)
+            for hw in args.sizes for p, tta in predict_rows(precisions)]
 
 
-TTA = " --tta"
+def predict_rows(precisions) -> list[tuple[str, bool]]:
+    """(precision, tta) rows per size: every precision, and fp32 with --tta (mirrored-view averaging)."""
+    return [(p, False) for p in precisions] + ([("fp32", True)] if "fp32" in precisions else [])
 
 
-def predict_rows(precisions) -> list[str]:
-    """The prediction rows per size: every precision, and fp32 with --tta (mirrored-view averaging)."""
-    return list(precisions) + ["fp32" + TTA]
+def predict_job(hw, precision: str, tta: bool) -> str:
+    return f"predict {sz(hw)} {precision}" + (" --tta" if tta else "")
 
 
 def plan_roofline(args) -> list[Job]:
@@ -458,15 +458,16 @@ def report_predict(args, res, results, precisions):
         return
     rows, out = [], []
     for hw in args.sizes:
-        for p in predict_rows(precisions):
-            r = res[f"predict {sz(hw)} {p}"]
-            r.update(size=list(hw), precision=p)
+        for p, tta in predict_rows(precisions):
+            r = res[predict_job(hw, p, tta)]
+            r.update(size=list(hw), precision=p, tta=tta)
             rows.append(r)
+            label = p + (" --tta" if tta else "")
             if error_of(r):
-                out.append([sz(hw), p, f"skipped/failed: {error_of(r)[:70]}", "", "", ""])
+                out.append([sz(hw), label, f"skipped/failed: {error_of(r)[:70]}", "", "", ""])
                 continue
             q = OFFICIAL_QUOTED_PREDICT.get(hw) if args.threads == QUOTED_THREADS else None
-            out.append([sz(hw), p, fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2),
+            out.append([sz(hw), label, fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2),
                         f"{q[0]} s, {q[1]} GB (fp32)" if q else "-", ratio(q[0], r["median_s"]) if q else "-"])
     results["predict"] = rows
     print(table(["size", "precision", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
@@ -490,7 +491,7 @@ def report_roofline(args, res, results):
         return
     rate = peak["gemm_gflops"]
     speed = _fp32_by_size(results.get("speed"), impl="flowcli")
-    pred = _fp32_by_size(results.get("predict"))  # a dict, not rows, when the section was skipped
+    pred = _fp32_by_size(results.get("predict"), tta=False)  # a dict, not rows, when the section was skipped
     rows, out = [], []
     for hw in args.sizes:
         r = res[f"flops {sz(hw)}"]

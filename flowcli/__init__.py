@@ -17,7 +17,7 @@ __all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_fl
 
 
 # What estimate_flows uses for a model that does not carry its weights' defaults (e.g. built by hand).
-_BARE_DEFAULTS = {"iters": 12, "coarse": False, "refine": False}
+_BARE_DEFAULTS = {"iters": 12, "coarse": False, "refine": False, "tta": False}
 
 
 def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu"):

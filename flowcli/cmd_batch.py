@@ -132,7 +132,7 @@ def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_addre
     if mode == "estimate":
         for name in _PREDICT_ONLY:
             if given[name]:
-                flag = "--frames" if name == "write_frames" else "--" + name.replace("_", "-")
+                flag = {"write_frames": "--frames", "tta": "--tta/--no-tta"}.get(name, "--" + name.replace("_", "-"))
                 raise click.UsageError(f"{flag} is for --mode predict-next")
     else:
         from .cmd_predict import check_estimator_flags

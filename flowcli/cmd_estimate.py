@@ -124,8 +124,7 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
         raise click.UsageError(str(exc)) from None
     loaded = load_weights(weights, preset=preset, kind=kind, device=dev)
     options = StreamOptions(warm_start=warm_start, max_side=max_side, scale=scale, precision=precision,
-                            **loaded.inference_settings(iters, coarse, refine),
-                            tta=loaded.tta if tta is None else tta)
+                            **loaded.inference_settings(iters, coarse, refine, tta))
     return loaded, options, dev
 
 

@@ -85,7 +85,8 @@ def tta_option(help_text: str = TTA_HELP):
 @tta_option()
 @stream_options
 def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate_weights, estimate_preset,
-                 with_estimate, include_first, tta, out_dir, weights, preset, iters, warm_start, coarse, device, max_side,
+                 with_estimate, include_first, tta, out_dir, weights, preset, iters, warm_start, coarse, device,
+                 max_side,
                  scale, start, end, step, size, threads, max_flow, overwrite, quiet, as_json, **more_stream_options):
     """Predict, for every frame of INPUT, the optical flow to the next frame
     before that frame is seen (MemFlow-P).

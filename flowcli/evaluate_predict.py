@@ -69,6 +69,7 @@ class PredictEvaluation:
     predicted: EvalReport
     baseline: EvalReport
     past: str = "gt"                # where both methods' past flow came from: "gt" or "estimate"
+    tta: bool = False               # the predictor averaged its mirrored view (StreamOptions.tta)
 
     def improvement(self, region: str = "all") -> float:
         """1 - EPE(predicted) / EPE(baseline), mean over pairs (0.2 = 20% lower). NaN without pairs."""
@@ -80,7 +81,8 @@ class PredictEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         from .jsonutil import nan_to_none
-        return {"past_flow": self.past, "predicted": self.predicted.to_dict(), "baseline": self.baseline.to_dict(),
+        return {"past_flow": self.past, "tta": self.tta, "predicted": self.predicted.to_dict(),
+                "baseline": self.baseline.to_dict(),
                 "improvement": nan_to_none({r: self.improvement(r) for r in self.predicted.regions})}
 
 
@@ -145,7 +147,7 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
     result = PredictEvaluation(
         EvalReport(method=name, layout=layout, root=str(root), iters=None, warm_start=False, sequences=len(seqs)),
         EvalReport(method=BASELINE, layout=layout, root=str(root), iters=None, warm_start=False,
-                   sequences=len(seqs)), past)
+                   sequences=len(seqs)), past, options.tta)
     rows: Iterable[tuple[PairRow, PairRow]] = _run_gt(stream, seqs) if past == "gt" else _run_estimate(stream, seqs)
     if progress is not None:
         rows = progress(rows, total=total, desc=f"eval --predict {layout}", unit="pair")

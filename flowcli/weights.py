@@ -46,10 +46,12 @@ class LoadedWeights:
     tta: bool = False     # MemFlow-P: mirrored-view averaging by default (flowcli.predict); official: never
 
     def inference_settings(self, iters: int | None = None, coarse: bool | None = None,
-                           refine: bool | None = None) -> dict:
-        """StreamOptions fields ``iters``, ``coarse``, ``refine``: those given, else these weights' defaults."""
+                           refine: bool | None = None, tta: bool | None = None) -> dict:
+        """StreamOptions fields ``iters``, ``coarse``, ``refine``, ``tta``: those given, else these weights'
+        defaults."""
         return {"iters": iters or self.iters, "coarse": self.coarse if coarse is None else bool(coarse),
-                "refine": self.refine if refine is None else bool(refine)}
+                "refine": self.refine if refine is None else bool(refine),
+                "tta": self.tta if tta is None else bool(tta)}
 
 
 def cache_dir() -> Path:

@@ -33,7 +33,7 @@ def test_estimate_flows_uses_the_weights_defaults_like_the_cli():
     from flowcli.synth.textures import random_texture
 
     model = flowcli.load_model()
-    assert model.flowcli_defaults == {"iters": 8, "coarse": True, "refine": True}  # recorded in the shipped file
+    assert model.flowcli_defaults == {"iters": 8, "coarse": True, "refine": True, "tta": False}  # the file's
     # 256x320 (the smallest size with a coarse pass) moving 40 px: the coarse start is taken
     tex = random_texture(np.random.default_rng(0), 256, 360, kinds=("noise",)).astype(np.uint8)
     frames = [np.ascontiguousarray(tex[:, 40 - 40 * t:360 - 40 * t]) for t in range(2)]

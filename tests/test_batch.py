@@ -391,6 +391,14 @@ def test_predict_next_mode_and_usage_errors(assets, tmp_path):
     for name in ("a", "b"):
         assert sorted(p.name for p in (tmp_path / "pred" / name).glob("*.flo")) == [
             "000001.flo", "000002.flo", "000003.flo"]
+        assert json.loads((tmp_path / "pred" / name / "flowcli.json").read_text())["tta"] is False
+    # --tta reaches the stream: other predictions, recorded
+    res = _run(["batch", str(vids / "a.mp4"), "-o", str(tmp_path / "tta"), "--mode", "predict-next", "--weights",
+                str(pweights), "--prior-flows", str(est), "--threads", "1", "--quiet", "--tta"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "tta" / "a" / "flowcli.json").read_text())["tta"] is True
+    plain, mirrored = read_flow(tmp_path / "pred" / "a" / "000002.flo"), read_flow(tmp_path / "tta" / "a" / "000002.flo")
+    assert np.abs(plain - mirrored).max() > 1e-3
     res = _run(_args(assets, vids, "-o", tmp_path / "x", "--frames"))
     assert res.exit_code == 2 and "--frames is for --mode predict-next" in res.output
     res = _run(_args(assets, "-o", tmp_path / "x"))

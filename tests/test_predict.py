@@ -140,7 +140,8 @@ def test_mirror_flips_width_and_negates_horizontal_flow():
 
 def test_tta_is_the_mean_of_the_plain_and_the_mirrored_videos_predictions(conformance_dir, p_model, prior_dir):
     """--tta: the prediction for the video and the mirror image of the prediction for its mirrored video
-    (mirrored frames and past flows), averaged; each frame's, over a whole stream with memory."""
+    (mirrored frames and past flows), averaged; each frame's, over a whole stream with memory. (128x160
+    needs no padding; with uneven padding the mirrored view is of the padded frames, see PredictorView.)"""
     frames, pasts = [], [None]
     with open_source(str(conformance_dir)) as src:
         for frame in src:
@@ -364,7 +365,7 @@ def test_cli_tta_is_recorded_and_a_run_without_it_is_other_settings(tmp_path, co
     res = CliRunner().invoke(cli, _p_args(conformance_dir, out, "--prior-flows", str(prior_dir)))
     assert res.exit_code == 1 and "other settings" in res.output  # not resumed as if it were the same run
     res = CliRunner().invoke(cli, ["batch", str(conformance_dir), "-o", str(tmp_path / "b"), "--tta"])
-    assert res.exit_code == 2 and "--tta is for --mode predict-next" in res.output
+    assert res.exit_code == 2 and "--tta/--no-tta is for --mode predict-next" in res.output
 
 
 def test_wrong_model_kind_and_usage_errors(tmp_path, conformance_dir, prior_dir, monkeypatch):

@@ -235,7 +235,7 @@ class VideoRunner:
                               "iters": self.options.iters if self.estimator is not None else None,
                               "warm_start": self.options.warm_start if self.estimator is not None else None,
                               "write_frames": spec.frames, "with_estimate": spec.with_estimate,
-                              "include_first": spec.include_first}
+                              "include_first": spec.include_first, "tta": self.options.tta}
                     rec["pairs"], rec["frames"] = report.predictions, report.frames
             record.update({"device": str(self.device), **report.to_dict(),
                            "batch": {"video": item.path, "name": item.name, "settings": self.key}})
