@@ -33,10 +33,10 @@ def list_cmd(as_json):
         click.echo("  (none)")
     for e in shipped:
         mark = "*" if e["name"] in defaults else " "
-        c2f = "".join(word for key, word in (("coarse_to_fine", "coarse-to-fine "), ("refine", "refined "),
-                                             ("tta", "tta ")) if e.get(key))
+        flags = "".join(word for key, word in (("coarse_to_fine", "coarse-to-fine "), ("refine", "refined "),
+                                               ("tta", "tta ")) if e.get(key))
         click.echo(f" {mark} {e['name']:<22} {e.get('kind', 'estimate'):<9} iters {e.get('iters', '?'):<3} "
-                   f"{c2f}{e.get('description', '')}")
+                   f"{flags}{e.get('description', '')}")
     click.echo(f"\nOfficial MemFlow checkpoints (`flowcli weights download NAME`; cache {cache_dir()}):")
     for o in official:
         state = "downloaded" if o["downloaded"] else "not downloaded"

@@ -48,6 +48,7 @@ import torch
 from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, output_flow, prepare_model, take_frame
 from .errors import InputError
 from .model import InputPadder, MemFlowNet, forward_interpolate, fused
+from .model.update import same_layout
 from .model.workspace import Workspace
 
 __all__ = ["PredictStep", "PredictStream", "PredictorView", "mirror", "fnets_equal", "flow_to_low", "warp_forward",
@@ -212,8 +213,7 @@ def mirror(x: torch.Tensor, flow: bool = False) -> torch.Tensor:
     out = x.flip(-1)
     if flow:
         out = torch.cat([-out[:, :1], out[:, 1:]], dim=1)
-    nhwc = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-    return out.contiguous(memory_format=torch.channels_last if nhwc else torch.contiguous_format)
+    return same_layout(out, x)
 
 
 class PredictorView:
