@@ -110,6 +110,22 @@ def test_in_place_instance_norm_equals_the_built_in_for_any_band_of_rows(band_by
     torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("grad", [False, True])
+def test_bfloat16_channels_last_instance_norm_matches_the_float32_norm(grad):
+    """The bf16 NHWC path (inference: a float32 copy normalised in place; training: out of place)
+    gives the float32 instance norm rounded to bf16, keeps NHWC, and leaves its input alone."""
+    from flowcli.model import encoder
+    torch.manual_seed(0)
+    x = (torch.randn(1, 8, 19, 5) * 3 + 5).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    before = x.clone()
+    expected = torch.nn.functional.instance_norm(x.float(), eps=1e-5).to(torch.bfloat16)
+    with torch.set_grad_enabled(grad):
+        out = encoder.InstanceNorm(8)(x)
+    assert out.dtype == torch.bfloat16 and out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.float(), expected.float(), atol=0.02, rtol=0.01)
+    assert torch.equal(x, before)
+
+
 def test_run_size_and_resize_flow():
     assert run_size(436, 1024, max_side=512) == (218, 512)
     assert run_size(100, 200, scale=0.5) == (50, 100)
