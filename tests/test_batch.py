@@ -392,6 +392,12 @@ def test_predict_next_mode_and_usage_errors(assets, tmp_path):
         assert sorted(p.name for p in (tmp_path / "pred" / name).glob("*.flo")) == [
             "000001.flo", "000002.flo", "000003.flo"]
         assert json.loads((tmp_path / "pred" / name / "flowcli.json").read_text())["tta"] is False
+    # the weights' own default spelled out is the same settings: a rerun skips the finished videos
+    res = _run(["batch", str(vids / "a.mp4"), str(vids / "b.mp4"), "-o", str(tmp_path / "pred"), "--mode",
+                "predict-next", "--weights", str(pweights), "--prior-flows", str(est), "--threads", "1", "--quiet",
+                "--json", "--no-tta"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["done"] == 0 and json.loads(res.output)["skipped"] == 2, res.output
     # --tta reaches the stream: other predictions, recorded
     res = _run(["batch", str(vids / "a.mp4"), "-o", str(tmp_path / "tta"), "--mode", "predict-next", "--weights",
                 str(pweights), "--prior-flows", str(est), "--threads", "1", "--quiet", "--tta"])

@@ -162,7 +162,7 @@ class VideoRunner:
             d.update(iters=o.iters, warm_start=o.warm_start, coarse=o.coarse, refine=o.refine)
         else:
             d.update(frames=s.frames, with_estimate=s.with_estimate, include_first=s.include_first,
-                     prior_flows=s.prior_flows)
+                     prior_flows=s.prior_flows, tta=o.tta)  # the effective value: --no-tta spelled out is no change
             if self.estimate_info:
                 d.update(estimate_weights=self.estimate_info["sha256"], iters=o.iters, warm_start=o.warm_start,
                          coarse=o.coarse, refine=o.refine)
