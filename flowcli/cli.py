@@ -9,6 +9,7 @@ Exit codes (``EXIT_*`` below; the README cites them):
 2     usage error: unknown option, bad option value, conflicting
       options (reported by click, with a usage line)
 130   interrupted (Ctrl-C)
+143   stopped by SIGTERM (cleaned up like Ctrl-C; rerun to resume)
 ====  ================================================================
 
 On failure flowcli prints exactly one line on stderr, ``flowcli: error:
@@ -45,6 +46,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -54,17 +56,19 @@ import click
 
 from .jsonutil import nan_to_none
 from . import __version__
-from .errors import FlowcliError, InputError
+from .errors import FlowcliError, InputError, Terminated
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_FAILURE: "failure (bad input, refused overwrite, OS error, unexpected error)",
     EXIT_USAGE: "usage error (bad options or arguments)",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+    EXIT_TERMINATED: "stopped by SIGTERM",
 }
 
 #: Commands defined in other modules: name -> "module:attribute" (imported on use).
@@ -220,7 +224,9 @@ def _one_line(text: str) -> str:
 def _describe(exc: BaseException) -> tuple[str, int]:
     """(one-line message, exit code) for an exception reaching the top."""
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", EXIT_INTERRUPTED
+        signum = getattr(exc, "signum", signal.SIGINT)
+        return ("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}",
+                128 + int(signum))
     if isinstance(exc, FlowcliError):
         return _one_line(exc) or type(exc).__name__, int(getattr(exc, "exit_code", EXIT_FAILURE))
     if isinstance(exc, OSError):
@@ -291,7 +297,7 @@ Examples:
 
 \b
 Exit codes: 0 ok, 1 failure (one line "flowcli: error: ..." on stderr),
-2 usage error, 130 interrupted (143: batch stopped by SIGTERM).
+2 usage error, 130 interrupted (Ctrl-C), 143 stopped by SIGTERM.
 Run "flowcli COMMAND --help" for details.""")
 @click.version_option(__version__, "-V", "--version", prog_name="flowcli",
                       message="%(prog)s %(version)s")
@@ -307,12 +313,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)["debug"] = debug
 
 
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # once: the clean-up that follows is bounded
+    raise Terminated(signum)
+
+
+def _sigterm_as_interrupt() -> None:
+    """SIGTERM (``kill``, a batch scheduler's stop) ends a command like Ctrl-C does: partial temp files
+    are removed and the resume state stays valid; exit code 143. Left alone if SIGTERM is not at its
+    default (a parent chose to ignore or handle it) or outside the main thread."""
+    import threading
+    if threading.current_thread() is threading.main_thread() and \
+            signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code (see ``EXIT_CODES``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if "--debug" in args[1:] and "--" not in args:  # accept `flowcli estimate ... --debug` too
         args.remove("--debug")
         args.insert(0, "--debug")
+    _sigterm_as_interrupt()
     try:
         cli.main(args=args, prog_name="flowcli")
     except SystemExit as exc:

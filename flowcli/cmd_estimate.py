@@ -93,7 +93,6 @@ def stream_options(f):
 
 
 def open_job_source(input_spec: str, size: str | None, start: int, end: int | None, step: int):
-    from .errors import InputError
     from .sources import open_source
     parsed = parse_size(size)
     if input_spec == "-" and parsed is None:
@@ -101,7 +100,7 @@ def open_job_source(input_spec: str, size: str | None, start: int, end: int | No
     if input_spec != "-" and parsed is not None:
         raise click.UsageError("--size is only for raw frames on stdin (INPUT '-')")
     if end is not None and end <= start:
-        raise InputError(f"--end {end} must be greater than --start {start}")
+        raise click.UsageError(f"--end {end} must be greater than --start {start}")
     return open_source(input_spec, size=parsed, start=start, end=end, step=step)
 
 
@@ -165,9 +164,9 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
         "coarse_to_fine": options.coarse, "refine": options.refine,
         "max_side": options.max_side, "scale": options.scale,
         "precision": precision, "start": start, "end": end, "step": step,
-        "formats": list(job.formats), "video": video, "device": str(dev), **report.to_dict(),
+        "formats": list(job.formats), "video": video, "max_flow": max_flow, "device": str(dev), **report.to_dict(),
     }
-    record = write_report(out_dir, record)
+    record = write_report(out_dir, record, changed=bool(report.written or report.removed))
     if as_json:
         emit_json(record)
     else:

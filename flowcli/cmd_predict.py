@@ -49,14 +49,6 @@ Rerunning the same command resumes: existing outputs are kept and skipped.
 """
 
 
-def _check_kind(loaded, predict: bool, option: str) -> None:
-    from .errors import CheckpointError
-    if bool(loaded.model.cfg.predict) != predict:
-        what = "a MemFlow-P prediction model" if predict else "an estimation model"
-        raise CheckpointError(f"{loaded.path}: {option} needs {what}; this one is "
-                              f"{'an estimation' if predict else 'a prediction'} model")
-
-
 TTA_HELP = ("Test-time augmentation: also predict on the left-right mirrored frames and average the two "
             "predictions (MemFlow-P and its encoders run twice per frame; the estimator once; not official). "
             "Default: the prediction weights' own (official checkpoints: off).")
@@ -113,7 +105,6 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
                               ".safetensors prediction model)")
     loaded, options, dev = prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start,
                                           kind="predict", tta=tta)
-    _check_kind(loaded, True, "--weights")
     for name, value in more_stream_options.items():  # options added to stream_options later (engine settings)
         if value is not None and hasattr(options, name):
             setattr(options, name, value)
@@ -121,7 +112,6 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     estimator, estimate_info = None, None
     if prior_flows is None:
         est = load_weights(estimate_weights, preset=estimate_preset, kind="estimate", device=dev)
-        _check_kind(est, False, "--estimate-weights")
         estimator = est.model
         adopt_estimator_defaults(options, est, iters, coarse, refine, with_estimate)
         estimate_info = {"name": est.name, "path": est.path, "sha256": est.sha256, "preset": est.preset}
@@ -147,9 +137,9 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         "max_side": options.max_side, "scale": options.scale, "precision": options.precision,
         "tta": options.tta, "start": start, "end": end, "step": step,
         "formats": list(job.formats), "video": video, "write_frames": write_frames, "with_estimate": with_estimate,
-        "include_first": include_first, "device": str(dev), **report.to_dict(),
+        "include_first": include_first, "max_flow": max_flow, "device": str(dev), **report.to_dict(),
     }
-    record = write_report(out_dir, record)
+    record = write_report(out_dir, record, changed=bool(report.written or report.removed))
     if as_json:
         emit_json(record)
     else:

@@ -3,6 +3,7 @@
 Anything raised as a :class:`FlowcliError` is printed by the CLI as one line on
 stderr (no traceback unless ``--debug``) and turned into a non-zero exit code.
 """
+import signal
 
 
 class FlowcliError(Exception):
@@ -21,3 +22,12 @@ class OutputExistsError(FlowcliError):
 
 class CheckpointError(FlowcliError):
     """A weights file cannot be loaded safely or does not fit the model."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (or SIGINT) turned into an exception, so that ``finally`` blocks and temp-file clean-up run
+    as on Ctrl-C; the CLI exits 128 + signum (143 for SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

@@ -85,14 +85,56 @@ class JobReport:
         return d
 
 
-def _fingerprint(weights_sha: str, job: EstimateJob, source_name: str, start: int, step: int) -> str:
+def _is_path(source_name: str | None) -> bool:
+    return source_name not in (None, "", "-", "<stdin>")
+
+
+def input_key(source_name: str) -> str:
+    """The input as a resume fingerprint names it: the same file or folder however it was spelled."""
+    return str(Path(source_name).resolve()) if _is_path(source_name) else source_name
+
+
+def drawing_key(max_flow: float | None, video: bool, source) -> dict:
+    """Fingerprint entries for what is drawn: the colour scale of png / video outputs, and for a flow
+    video the frames it covers (a finished flow.mp4 is not extended by a longer rerun). Absent when
+    automatic / without a video, as in earlier versions."""
+    key = {"max_flow": max_flow} if max_flow is not None else {}
+    if video and getattr(source, "end", None) is not None:
+        key["end"] = source.end
+    return key
+
+
+def _fingerprint(weights_sha: str, job: EstimateJob, source, start: int, step: int) -> str:
     o = job.options
-    if source_name not in ("", "-", "<stdin>"):
-        source_name = str(Path(source_name).resolve())  # the same input however it was spelled
     return json.dumps({"weights": weights_sha, "iters": o.iters, "warm_start": o.warm_start, "coarse": o.coarse,
                        "refine": o.refine, "precision": o.precision,
                        "max_side": o.max_side, "scale": o.scale, "start": start, "step": step,
-                       "input": source_name}, sort_keys=True)
+                       "input": input_key(getattr(source, "name", "")),
+                       **drawing_key(job.max_flow, job.video, source)}, sort_keys=True)
+
+
+def check_not_an_input(out: Path, source_name: str | None, prior_flows: Path | None = None) -> None:
+    """Outputs never go into a folder the job reads: its files would count as finished outputs, and
+    --overwrite would replace them."""
+    target = out.resolve()
+    for folder, what in ((source_name, "the input folder"), (prior_flows, "the --prior-flows folder")):
+        if _is_path(folder) and Path(folder).is_dir() and Path(folder).resolve() == target:
+            raise InputError(f"{out}: is {what}; choose another output folder")
+
+
+def check_claimed(out: Path, state_path: Path, names: list[str], video: bool, overwrite: bool) -> None:
+    """Refuse a folder that holds outputs of this job's names but no resume record (the state file):
+    flowcli did not write them with these settings (another tool, or the record was deleted), so they
+    can be neither skipped as finished nor silently replaced."""
+    if overwrite or _state_metadata(state_path) is not None:
+        return
+    patterns = [n.replace("{i:06d}", "[0-9]" * 6) for n in names] + ([VIDEO_FILE] if video else [])
+    for pattern in patterns:
+        found = next(iter(sorted(out.glob(pattern))), None)
+        if found is not None:
+            raise OutputExistsError(
+                f"{found}: already exists and {out} has no record ({STATE_FILE}) of a flowcli run that "
+                "wrote it; use --overwrite to replace the folder's outputs or choose another output folder")
 
 
 def _state_metadata(path: Path) -> dict | None:
@@ -124,8 +166,8 @@ def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, 
             f"{path.parent}: holds outputs of a run with other settings or weights; "
             "use --overwrite to replace them or choose another output folder")
     last = meta.get("last_index", "")
-    if not last.isdigit():  # a damaged state of this job: start over, as before
-        return None, None, None
+    if not last.isdigit():  # this job's claim before its first pair, or a damaged state: start over
+        return None, None, meta
     return tensors, int(last), meta
 
 
@@ -144,12 +186,20 @@ def _state_meta(fingerprint: str, names, video: bool, replaces: list) -> dict[st
     return {"fingerprint": fingerprint, **outputs_metadata(names, video), **replaces_metadata(replaces)}
 
 
-def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str], last_index: int) -> None:
-    """Save a stream's ``state()`` snapshot (taken right after the pair was computed)."""
+def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str], last_index: int | None) -> None:
+    """Save a stream's ``state()`` snapshot (taken right after the pair was computed); with no state
+    and ``last_index`` None, the job's claim on the folder before its first output."""
     from safetensors.torch import save_file
     tensors = {k: v.contiguous() for k, v in state.items()}
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={**meta, "last_index": str(last_index)})
+        save_file(tensors, str(tmp), metadata={**meta, "last_index": "" if last_index is None else str(last_index)})
+
+
+def claim_folder(path: Path, meta: dict[str, str], resuming: bool) -> None:
+    """Record who writes this folder before the first output exists (unless resuming from a state),
+    so that every output file in it is vouched for by a state file (see ``check_claimed``)."""
+    if not resuming:
+        _save_state(path, {}, meta, None)
 
 
 def _finish_replacing(path: Path) -> None:
@@ -159,7 +209,8 @@ def _finish_replacing(path: Path) -> None:
         return
     from safetensors.torch import load_file
     meta.pop("replaces")
-    _save_state(path, load_file(str(path)), meta, int(meta["last_index"]))
+    last = meta.pop("last_index", "")
+    _save_state(path, load_file(str(path)), meta, int(last) if last.isdigit() else None)
 
 
 class _VideoSink:
@@ -198,9 +249,14 @@ def _write_pair(flow: np.ndarray, paths: dict[str, Path], overwrite: bool, max_f
     return written
 
 
+# Formats a skipped pair's flow can be read back from exactly (KITTI PNGs are quantised to 1/64 px).
+EXACT_FORMATS = ("flo", "npy")
+
+
 def _read_back(paths: dict[str, Path]) -> np.ndarray | None:
+    """A written flow, read back to draw its video frame on resume (the exact formats only)."""
     from .flowio import read_flow
-    for fmt in ("flo", "npy", "kitti"):
+    for fmt in EXACT_FORMATS:
         if fmt in paths:
             return read_flow(paths[fmt])
     return None
@@ -285,6 +341,7 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
     out = job.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
+    check_not_an_input(out, getattr(source, "name", None))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -303,12 +360,14 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     out = job.out_dir
     if "png" in job.formats:
         (out / "color").mkdir(exist_ok=True)
-    fingerprint = _fingerprint(weights_info.get("sha256", ""), job, getattr(source, "name", ""), start, step)
+    fingerprint = _fingerprint(weights_info.get("sha256", ""), job, source, start, step)
     state_path = out / STATE_FILE
+    names = [FORMAT_FILES[f] for f in job.formats]
+    check_claimed(out, state_path, names, job.video, job.overwrite)
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
     rewrite = job.overwrite or bool(replaces)
-    meta = _state_meta(fingerprint, [FORMAT_FILES[f] for f in job.formats], job.video, replaces)
+    meta = _state_meta(fingerprint, names, job.video, replaces)
     render_video = job.video
     if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         # flow.mp4 appears only when a run completes; with a matching state it is this job's
@@ -317,7 +376,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         render_video = False
     # A state file is only trusted if every pair up to it is on disk (and, for --video,
     # if those pairs can be read back to draw their video frames).
-    if render_video and not any(f in job.formats for f in ("flo", "npy", "kitti")):
+    if render_video and not any(f in job.formats for f in EXACT_FORMATS):
         state, resume_index = None, None
     if job.video and not render_video and not job.formats:
         return JobReport(resumed_from_state=True)  # the finished video is all this job writes
@@ -328,6 +387,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
                 state, resume_index = None, None
                 break
             k += step
+    claim_folder(state_path, meta, resuming=resume_index is not None)
 
     stream = FlowStream(model, job.options, device)
     report = JobReport(resumed_from_state=resume_index is not None)
@@ -409,12 +469,17 @@ def damaged_frames(source) -> int:
     return damage.frames if damage is not None else 0
 
 
-def write_report(out_dir: Path, record: dict) -> dict:
-    """Write OUTDIR/flowcli.json (atomically) with version and run environment; return the record."""
+def write_report(out_dir: Path, record: dict, changed: bool = True) -> dict:
+    """Write OUTDIR/flowcli.json (atomically) with version and run environment; return the record.
+
+    A rerun that ``changed`` nothing (every output was already there) keeps the record of the run that
+    wrote them (same settings: the resume fingerprint matched) instead of replacing it with zero counts."""
     import platform
     record = {"flowcli_version": __version__, **record, "threads": torch.get_num_threads(),
               "torch": torch.__version__, "machine": platform.machine()}
     path = out_dir / REPORT_FILE
+    if not changed and path.is_file():
+        return record
     with atomic_path(path, overwrite=True) as tmp:
         tmp.write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record

@@ -47,6 +47,7 @@ import torch
 
 from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, output_flow, prepare_model, take_frame
 from .errors import InputError
+from .pipeline import drawing_key, input_key
 from .model import InputPadder, MemFlowNet, forward_interpolate, fused
 from .model.update import same_layout
 from .model.workspace import Workspace
@@ -421,7 +422,7 @@ class PredictReport:
         return d
 
 
-def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, source_name: str,
+def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, source,
                  start: int, step: int) -> str:
     o = job.options
     past = {"prior_flows": str(Path(job.prior_flows).resolve())} if job.prior_flows is not None else \
@@ -429,7 +430,8 @@ def _fingerprint(weights_sha: str, estimate_sha: str | None, job: PredictJob, so
          "refine": o.refine}
     return json.dumps({"command": "predict-next", "weights": weights_sha, **past, "max_side": o.max_side,
                        "scale": o.scale, "precision": o.precision, "start": start, "step": step,
-                       "input": source_name, **({"tta": True} if o.tta else {})}, sort_keys=True)
+                       "input": input_key(getattr(source, "name", "")), **({"tta": True} if o.tta else {}),
+                       **drawing_key(job.max_flow, job.video, source)}, sort_keys=True)
 
 
 def _write_png(path: Path, rgb: np.ndarray, overwrite: bool) -> int:
@@ -456,8 +458,9 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     recomputed (not rewritten).
     """
     from .errors import OutputExistsError
-    from .pipeline import (STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state, _start_state,
-                           _state_meta, _VideoSink, _write_pair, damaged_frames)
+    from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
+                           _start_state, _state_meta, _VideoSink, _write_pair, check_claimed, check_not_an_input,
+                           claim_folder, damaged_frames)
     from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
@@ -470,12 +473,14 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     out = job.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
+    check_not_an_input(out, getattr(source, "name", None), prior)
     out.mkdir(parents=True, exist_ok=True)
     if "png" in job.formats:
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), (estimate_info or {}).get("sha256"), job,
-                               getattr(source, "name", ""), start, step)
+                               source, start, step)
     state_path = out / STATE_FILE
+    check_claimed(out, state_path, job.output_names(), job.video, job.overwrite)
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
     written_until = resume_index  # this run wrote the outputs of the frames up to here (its state says)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
@@ -483,7 +488,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     meta = _state_meta(fingerprint, job.output_names(), job.video, replaces)
     if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
-    readable = any(f in job.formats for f in ("flo", "npy", "kitti"))
+    readable = any(f in job.formats for f in EXACT_FORMATS)
     if job.video and not readable:  # skipped predictions could not be drawn into the video
         state, resume_index = None, None
     if estimator is None:
@@ -495,6 +500,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                 state, resume_index = None, None
                 break
             prev_k, k, t = k, k + step, t + 1
+    claim_folder(state_path, meta, resuming=resume_index is not None)
 
     stream = PredictStream(model, job.options, device, estimator=estimator)
     report = PredictReport(resumed_from_state=resume_index is not None, shared_features=stream.shared_fnet)

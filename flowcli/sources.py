@@ -25,7 +25,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["DecodeDamage", "Frame", "FrameSource", "open_source", "read_image_rgb", "IMAGE_EXTENSIONS", "MIN_FRAMES"]
+__all__ = ["DecodeDamage", "Frame", "FrameSource", "folder_images", "open_source", "read_image_rgb",
+           "IMAGE_EXTENSIONS", "MIN_FRAMES"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 MIN_FRAMES = 2  # optical flow needs pairs
@@ -90,6 +91,11 @@ class FrameSource:
         self._start, self._end, self._step = start, end, step
         self._iterated = False
         self.damage = DecodeDamage()
+
+    @property
+    def end(self) -> int | None:
+        """The --end index (exclusive) this source stops before, or None."""
+        return self._end
 
     # -- selection helpers shared by the subclasses
 
@@ -265,6 +271,22 @@ def read_image_rgb(path: Path) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
+def folder_images(path: Path) -> list[Path]:
+    """The images of a folder in natural order: item k is frame index k of :class:`FolderSource`.
+
+    Shared so that whatever matches files to frame indices (``flowcli viz --image``) numbers
+    the folder exactly as ``flowcli estimate`` does. Other files and dotfiles are ignored.
+    """
+    try:
+        names = [p.name for p in path.iterdir()
+                 if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
+    except OSError as exc:
+        raise InputError(f"{path}: cannot list folder ({exc.strerror or exc})") from exc
+    if not names:
+        raise InputError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
+    return [path / name for name in sorted(names, key=_natural_key)]
+
+
 class FolderSource(FrameSource):
     """The images of one folder in natural order; other files and dotfiles are ignored.
 
@@ -273,14 +295,7 @@ class FolderSource(FrameSource):
     """
 
     def __init__(self, path: Path, *, start: int, end: int | None, step: int):
-        try:
-            names = [p.name for p in path.iterdir()
-                     if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()]
-        except OSError as exc:
-            raise InputError(f"{path}: cannot list folder ({exc.strerror or exc})") from exc
-        if not names:
-            raise InputError(f"{path}: no images ({', '.join(IMAGE_EXTENSIONS)}) in folder")
-        files = [path / name for name in sorted(names, key=_natural_key)]
+        files = folder_images(path)
         stop = len(files) if end is None else min(end, len(files))
         self._files = [(i, files[i]) for i in range(start, stop, step)]
         super().__init__(str(path), start=start, end=end, step=step, frame_count=len(self._files))

@@ -134,6 +134,17 @@ def model_from_safetensors(path: str | Path) -> tuple[MemFlowNet, dict[str, str]
 
 
 # -- resolving a --weights value ---------------------------------------------------------------------
+_KIND_NAMES = {"estimate": "an estimation model (estimate, eval, --estimate-weights)",
+               "predict": "a MemFlow-P prediction model (predict-next --weights, eval --predict --weights)"}
+
+
+def _check_kind(model: MemFlowNet, kind: str, path: Path) -> None:
+    """A flowcli file carries its kind; refuse the other one here rather than fail inside the model."""
+    is_kind = "predict" if model.cfg.predict else "estimate"
+    if is_kind != kind:
+        raise CheckpointError(f"{path}: is {_KIND_NAMES[is_kind]}; this needs {_KIND_NAMES[kind].split(' (')[0]}")
+
+
 def _official_cached(name: str) -> Path:
     path = cache_dir() / f"{name}.pth"
     if not path.is_file():
@@ -205,6 +216,7 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
     digest = sha256_file(path)
     if path.suffix == ".safetensors":
         model, meta = model_from_safetensors(path)
+        _check_kind(model, kind, path)
         return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None,
                              **_flags(meta))
     _check_recorded_sha(path, digest)

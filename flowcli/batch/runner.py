@@ -133,12 +133,10 @@ class VideoRunner:
         self.estimator, self.estimate_info = None, None
         self.prior_names: dict[str, str] = {}
         if kind == "predict":
-            from ..cmd_predict import _check_kind, adopt_estimator_defaults
+            from ..cmd_predict import adopt_estimator_defaults
             from ..weights import load_weights
-            _check_kind(loaded, True, "--weights")
             if spec.prior_flows is None:
                 est = load_weights(spec.estimate_weights, preset=spec.estimate_preset, kind="estimate", device=dev)
-                _check_kind(est, False, "--estimate-weights")
                 self.estimator = est.model
                 adopt_estimator_defaults(self.options, est, spec.iters, spec.extra.get("coarse"),
                                          spec.extra.get("refine"), spec.with_estimate)

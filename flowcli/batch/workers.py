@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..errors import FlowcliError
+from ..errors import FlowcliError, Terminated
 from .discovery import VideoItem
 from .ledger import BatchSummary, _Books, _describe, _now
 from .runner import BatchSpec, VideoRunner
@@ -31,14 +31,6 @@ class BatchInterrupted(FlowcliError):
         self.signum = signum
         self.exit_code = 128 + int(signum)
         self.summary = summary
-
-
-class Terminated(KeyboardInterrupt):
-    """KeyboardInterrupt raised for SIGTERM (or SIGINT) by :func:`signals_as_interrupt`."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 def _one_shot_handler(signum, frame):
