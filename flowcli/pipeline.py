@@ -18,8 +18,12 @@ png        ``color/000000.png``       colour-wheel visualisation (8-bit RGB)
 Resume: after each pair its outputs are written (atomically) and then the
 engine state (memory, last low-res flow) is saved to ``.flowcli-resume.safetensors``.
 A rerun skips the pairs already written and restarts the engine from that
-state, so results equal an uninterrupted run. Without a usable state file the
-pairs before the first missing one are recomputed (not rewritten).
+state, so results equal an uninterrupted run. If the state cannot be used
+(an output before it is missing, or only a quantised format can be read back
+for ``--video``) the pairs before the first missing one are recomputed (not
+rewritten). The state file is written before the first output (a claim), so
+output files with no state file beside them are not this tool's: the job
+refuses the folder (``check_claimed``) rather than skip or replace them.
 
 ``--overwrite`` replaces the folder's earlier run: once the new run has finished,
 the earlier run's outputs that it did not rewrite are removed (flowcli.replaced).
