@@ -327,6 +327,21 @@ def prior_flow_path(folder: Path, index: int) -> Path | None:
     return None
 
 
+def check_prior_step(folder: Path, step: int) -> None:
+    """A prior-flows folder written by ``flowcli estimate`` records its --step: 000004.flo is then the flow
+    4 -> 4 + step. Refuse pairing it with another --step (the files alone cannot tell). Folders without a
+    record are taken as they are."""
+    from .pipeline import REPORT_FILE
+    try:
+        record = json.loads((Path(folder) / REPORT_FILE).read_text())
+        recorded = int(record["step"]) if record.get("command") == "estimate" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return
+    if recorded is not None and recorded != step:
+        raise InputError(f"{folder}: its flows are {recorded} frame(s) apart (estimate --step {recorded}, "
+                         f"{REPORT_FILE}), this run's pairs {step}; use the same --step")
+
+
 def read_prior_flow(folder: Path, index: int, next_index: int, size: tuple[int, int]) -> np.ndarray:
     from .flowio import read_flow
     path = prior_flow_path(folder, index)
@@ -470,6 +485,8 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     prior = Path(job.prior_flows) if job.prior_flows is not None else None
     if prior is not None and not prior.is_dir():
         raise InputError(f"{prior}: --prior-flows is not a folder")
+    if prior is not None:
+        check_prior_step(prior, step)
     out = job.out_dir
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")

@@ -205,3 +205,12 @@ def test_sigterm_cleans_up_like_ctrl_c_and_the_rerun_resumes(tmp_path, weights):
     assert summary["resumed_from_state"] and summary["pairs"] == 39 and summary["skipped"] >= 2
     assert len(_decoded(out / "flow.mp4")) == 39
     assert os.path.getsize(out / "000038.flo") > 0
+
+
+def test_prior_flows_of_another_step_are_refused(tmp_path, frames, weights):
+    """000000.flo of an `estimate --step 1` run is the flow 0 -> 1, not the 0 -> 2 a --step 2 run needs."""
+    prior = tmp_path / "est"
+    assert _est(frames, prior, weights).exit_code == 0
+    res = _pred(frames, tmp_path / "p", weights, "--prior-flows", str(prior), "--step", "2")
+    assert res.exit_code == 1 and "--step" in res.output and "1 frame(s) apart" in res.output, res.output
+    assert _pred(frames, tmp_path / "q", weights, "--prior-flows", str(prior)).exit_code == 0
