@@ -199,6 +199,22 @@ def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str]
         save_file(tensors, str(tmp), metadata={**meta, "last_index": "" if last_index is None else str(last_index)})
 
 
+def remove_stale_temps(out: Path, names: list[str], video: bool) -> int:
+    """Remove temp files (flowcli.atomic) that a killed run (SIGKILL, power loss) left for this job's
+    outputs, state or record; called once the folder is known to be this job's. Returns the count."""
+    targets = [n.replace("{i:06d}", "[0-9]" * 6) for n in names] + [STATE_FILE, REPORT_FILE] + \
+        ([VIDEO_FILE] if video else [])
+    removed = 0
+    for target in targets:
+        folder, _, name = target.rpartition("/")
+        suffix = Path(name).suffix
+        for tmp in (out / folder).glob(f".{name}.*.tmp{suffix}"):
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
 def claim_folder(path: Path, meta: dict[str, str], resuming: bool) -> None:
     """Record who writes this folder before the first output exists (unless resuming from a state),
     so that every output file in it is vouched for by a state file (see ``check_claimed``)."""
@@ -369,6 +385,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     names = [FORMAT_FILES[f] for f in job.formats]
     check_claimed(out, state_path, names, job.video, job.overwrite)
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
+    remove_stale_temps(out, names, job.video)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
     rewrite = job.overwrite or bool(replaces)
     meta = _state_meta(fingerprint, names, job.video, replaces)

@@ -475,7 +475,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     from .errors import OutputExistsError
     from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
                            _start_state, _state_meta, _VideoSink, _write_pair, check_claimed, check_not_an_input,
-                           claim_folder, damaged_frames)
+                           claim_folder, damaged_frames, remove_stale_temps)
     from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
@@ -499,6 +499,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     state_path = out / STATE_FILE
     check_claimed(out, state_path, job.output_names(), job.video, job.overwrite)
     state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
+    remove_stale_temps(out, job.output_names(), job.video)
     written_until = resume_index  # this run wrote the outputs of the frames up to here (its state says)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
     rewrite = job.overwrite or bool(replaces)

@@ -214,3 +214,16 @@ def test_prior_flows_of_another_step_are_refused(tmp_path, frames, weights):
     res = _pred(frames, tmp_path / "p", weights, "--prior-flows", str(prior), "--step", "2")
     assert res.exit_code == 1 and "--step" in res.output and "1 frame(s) apart" in res.output, res.output
     assert _pred(frames, tmp_path / "q", weights, "--prior-flows", str(prior)).exit_code == 0
+
+
+def test_a_rerun_removes_temp_files_a_killed_run_left(tmp_path, frames, weights):
+    """SIGKILL cannot be cleaned up after; the next run in the folder (this job's, checked) does it."""
+    out = tmp_path / "o"
+    assert _est(frames, out, weights, "--format", "png", "--video").exit_code == 0
+    stale = [out / ".flow.mp4.ab12cd.tmp.mp4", out / "color" / ".000002.png.q1w2.tmp.png",
+             out / ".flowcli-resume.safetensors.zz.tmp.safetensors"]
+    other = [out / ".notes.txt.ab.tmp.txt", out / "mine.tmp.mp4", out / ".000001.png.x9y8.tmp.png"]  # not its
+    for p in stale + other:
+        p.write_bytes(b"partial")
+    assert _est(frames, out, weights, "--format", "png", "--video").exit_code == 0
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in other)
