@@ -221,7 +221,7 @@ def test_a_rerun_removes_temp_files_a_killed_run_left(tmp_path, frames, weights)
     out = tmp_path / "o"
     assert _est(frames, out, weights, "--format", "png", "--video").exit_code == 0
     stale = [out / ".flow.mp4.ab12cd.tmp.mp4", out / "color" / ".000002.png.q1w2.tmp.png",
-             out / ".flowcli-resume.safetensors.zz.tmp.safetensors"]
+             out / "..flowcli-resume.safetensors.zz.tmp.safetensors"]  # atomic_path: "." + name
     other = [out / ".notes.txt.ab.tmp.txt", out / "mine.tmp.mp4", out / ".000001.png.x9y8.tmp.png"]  # not its
     for p in stale + other:
         p.write_bytes(b"partial")
