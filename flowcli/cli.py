@@ -102,11 +102,19 @@ def json_option(f: Callable) -> Callable:
                         help="Print a machine-readable JSON summary on stdout.")(f)
 
 
-def overwrite_option(f: Callable) -> Callable:
-    """``--overwrite``: allow replacing existing outputs (parameter ``overwrite``)."""
-    return click.option("--overwrite", is_flag=True,
-                        help="Replace existing output files (refused by default). Once the run has finished, "
-                             "outputs of the folder's earlier run that it did not rewrite are removed.")(f)
+OVERWRITE_HELP = ("Replace existing output files (refused by default). Once the run has finished, "
+                  "outputs of the folder's earlier run that it did not rewrite are removed.")
+
+
+def overwrite_option(f: Callable | None = None, *, help_text: str = OVERWRITE_HELP) -> Callable:
+    """``--overwrite``: allow replacing existing outputs (parameter ``overwrite``).
+
+    Bare (``@overwrite_option``) it promises the clean-up of an earlier run's leftovers that
+    estimate and predict-next do; a command that does not clean up says what it does instead:
+    ``@overwrite_option(help_text=...)``.
+    """
+    option = click.option("--overwrite", is_flag=True, help=help_text)
+    return option if f is None else option(f)
 
 
 def _json_default(obj: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 import click
 
-from .cli import quiet_option, json_option, overwrite_option, emit_json, status, progress, expand_inputs, natural_key, IMAGE_EXTENSIONS
+from .cli import quiet_option, json_option, overwrite_option, emit_json, status, progress, expand_inputs, IMAGE_EXTENSIONS
 from .errors import FlowcliError, InputError
 
 # =========================================================================== viz
@@ -24,18 +24,42 @@ def _read_image(path: Path):
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def _image_list(image: Path, count: int) -> list[Path]:
-    """Source frames for ``count`` flows: one file for all, or a folder aligned by order."""
+def _frame_index(flow: Path) -> int | None:
+    """The frame index a flow file is named by (``000012.flo`` -> 12, as estimate names them), else None."""
+    return int(flow.stem) if flow.stem.isascii() and flow.stem.isdigit() else None
+
+
+def _image_list(image: Path, flows: list[Path]) -> list[Path]:
+    """The source frame of each flow: one file for all, or the frames of a folder.
+
+    In a folder, frame k is its k-th image, numbered as ``flowcli estimate FOLDER`` numbers them
+    (:func:`flowcli.sources.folder_images`). Flows named by a frame index go with that frame,
+    whatever --start/--step produced them; flows with other names (no index to go by) go with the
+    frames in order. A mix of the two is refused rather than half matched by position.
+    """
     if image.is_dir():
-        frames = sorted((p for p in image.iterdir()
-                         if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS), key=natural_key)
-        if len(frames) < count:
-            raise InputError(f"{image}: {len(frames)} image(s) for {count} flow file(s); "
-                             "the folder needs one frame per flow (extra frames are ignored)")
-        return frames[:count]
+        from .sources import folder_images
+
+        frames = folder_images(image)
+        indices = [_frame_index(p) for p in flows]
+        named = [p for p, k in zip(flows, indices) if k is not None]
+        if not named:  # no index to go by: first flow, first frame
+            if len(frames) < len(flows):
+                raise InputError(f"{image}: {len(frames)} image(s) for {len(flows)} flow file(s); "
+                                 "the folder needs one frame per flow (extra frames are ignored)")
+            return frames[:len(flows)]
+        if len(named) < len(flows):
+            other = next(p for p, k in zip(flows, indices) if k is None)
+            raise InputError(f"{other}: not named by a frame index like {named[0].name}; with --image FOLDER "
+                             "the flows must all be named by frame index or none of them")
+        for p, k in zip(flows, indices):
+            if k >= len(frames):
+                raise InputError(f"{p}: no frame {k} in {image} (it has {len(frames)} images, "
+                                 f"frames 0-{len(frames) - 1})")
+        return [frames[k] for k in indices]
     if not image.exists():
         raise InputError(f"{image}: no such image or folder")
-    return [image] * count
+    return [image] * len(flows)
 
 
 @contextlib.contextmanager
@@ -129,7 +153,7 @@ Examples:
   flowcli viz 'flows/*.flo' -o viz/ --normalize sequence --legend
   flowcli viz flows/ -o flows.mp4 --video --fps 25 --normalize sequence
   flowcli viz 000045_10.png -o out/ --image 000045_10_rgb.png --side-by-side --arrows
-  flowcli viz flows/ -o viz/ --image frames/ --arrows   frame i goes with flow i
+  flowcli viz flows/ -o viz/ --image frames/ --arrows   000012.flo over frame 12
 
 \b
 Colours: Middlebury colour wheel (hue = direction, saturation = speed, white =
@@ -149,7 +173,10 @@ are darkened).""")
                    "(--max-flow; implied by it).")
 @click.option("--image", type=click.Path(path_type=Path), metavar="PATH",
               help="Source frame for --arrows / --side-by-side: an image file (used for every "
-                   "flow) or a folder of frames matched to the flows by order.")
+                   "flow) or a folder of frames. Flow N.flo (named by its first frame, as `flowcli "
+                   "estimate` writes them, e.g. 000012.flo) goes with the folder's frame N: its N-th "
+                   "image from 0, in natural order, as estimate numbers a folder. Flows with other "
+                   "names go with the frames in order (first flow, first image).")
 @click.option("--arrows", is_flag=True,
               help="Draw flow arrows (over --image if given, else over the colour image).")
 @click.option("--arrow-step", type=click.IntRange(min=2), default=16, show_default=True,
@@ -163,7 +190,8 @@ are darkened).""")
 @click.option("--video", is_flag=True, help="Write all frames to one H.264 .mp4 file OUT.")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0,
               show_default=True, help="Frame rate of --video.")
-@overwrite_option
+@overwrite_option(help_text="Replace existing output files (refused by default). Only the files this "
+                             "run writes are replaced; other files in OUT are left as they are.")
 @quiet_option
 @json_option
 def viz(flows: tuple[str, ...], out: Path, max_flow: float | None, normalize: str | None,
@@ -208,7 +236,7 @@ def viz(flows: tuple[str, ...], out: Path, max_flow: float | None, normalize: st
         for t in targets:
             if t.resolve() in input_set:
                 raise InputError(f"{t}: is one of the inputs; choose another output")
-    frames = _image_list(image, len(inputs)) if image is not None else None
+    frames = _image_list(image, inputs) if image is not None else None
 
     # -- pass 1 (sequence normalisation) --------------------------------------
     scale_value = max_flow

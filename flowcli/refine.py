@@ -29,11 +29,16 @@ MIN_SIDE = 32       # no pass at a scale where the frame's shorter side would be
 
 
 def _pyramid(image: np.ndarray, levels: int) -> list[np.ndarray]:
-    """Grayscale ``image`` at scales 1, 1/2, ... (``levels`` of them; area-averaged)."""
+    """Grayscale ``image`` at scales 1, 1/2, ... (up to ``levels`` of them; area-averaged).
+
+    Coarser scales whose shorter side would be below MIN_SIDE are left out: :meth:`FlowRefiner.refine`
+    makes no pass there, and on frames a few px wide they would have a zero side (cv2.resize fails).
+    Scale 1 is always there (the size check and the previous frame need it).
+    """
     gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
     height, width = gray.shape
     return [gray] + [cv2.resize(gray, (width // 2 ** k, height // 2 ** k), interpolation=cv2.INTER_AREA)
-                     for k in range(1, levels)]
+                     for k in range(1, levels) if min(width, height) // 2 ** k >= MIN_SIDE]
 
 
 class FlowRefiner:
@@ -69,7 +74,7 @@ class FlowRefiner:
         self._prev = cur
         height, width = prev[0].shape
         flow = np.array(flow, dtype=np.float32, order="C")  # a copy: the solver works in place
-        for level in reversed(range(self.levels)):
+        for level in reversed(range(len(prev))):  # the scales _pyramid kept for this size
             scale = 2 ** level
             h, w = prev[level].shape
             if min(h, w) < MIN_SIDE:

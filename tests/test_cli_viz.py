@@ -281,6 +281,52 @@ def test_viz_image_folder_arrows_side_by_side(tmp_path, flows):
     assert_one_line_error(result, 1, "2 image(s) for 3 flow file(s)")
 
 
+def test_viz_image_folder_goes_by_the_frame_index_in_the_flow_name(tmp_path):
+    """Flows named by their first frame (as `estimate --start 10 --step 2` writes them) go with
+    that frame of the folder, numbered as estimate numbers it; they used to go by position."""
+    from flowcli.pipeline import FORMAT_FILES
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k in range(16):  # natural order: f2 before f10; the dotfile is no frame (as for estimate)
+        cv2.imwrite(str(frames / f"f{k}.png"), np.full((40, 56, 3), 10 + 15 * k, np.uint8))
+    cv2.imwrite(str(frames / ".f0.png"), np.zeros((40, 56, 3), np.uint8))
+    flows = tmp_path / "flows"
+    flows.mkdir()
+    for k in (10, 12, 14):
+        write_flo(flows / FORMAT_FILES["flo"].format(i=k), make_flow())
+    out = tmp_path / "out"
+    result = run("viz", str(flows), "-o", str(out), "--image", str(frames), "--side-by-side", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert [Path(r["image"]).name for r in summary["inputs"]] == ["f10.png", "f12.png", "f14.png"]
+    for k in (10, 12, 14):
+        assert (read_png(out / f"{k:06d}.png")[:, :56] == 10 + 15 * k).all(), k
+    # an index with no frame in the folder, and names that mix indices and other names
+    write_flo(flows / "000016.flo", make_flow())
+    result = run("viz", str(flows), "-o", str(tmp_path / "o2"), "--image", str(frames), "--arrows")
+    assert_one_line_error(result, 1, "000016.flo: no frame 16 in")
+    (flows / "000016.flo").unlink()
+    write_flo(flows / "frame_1.flo", make_flow())
+    result = run("viz", str(flows), "-o", str(tmp_path / "o3"), "--image", str(frames), "--arrows")
+    assert_one_line_error(result, 1, "frame_1.flo: not named by a frame index")
+    assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
+
+
+def test_viz_overwrite_help_promises_no_clean_up():
+    """viz only replaces what it writes; the shared help promised removing an earlier run's leftovers."""
+    def overwrite_help(command: str) -> str:
+        result = run(command, "--help")
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.stdout.split())
+        return text[text.index("--overwrite"):text.index("-q, --quiet")]
+
+    viz_help = overwrite_help("viz")
+    assert "Replace existing output files" in viz_help
+    assert "removed" not in viz_help and "did not rewrite" not in viz_help
+    assert "did not rewrite are removed" in overwrite_help("estimate")  # estimate does clean up
+
+
 def test_viz_video(tmp_path, flows):
     import av
 

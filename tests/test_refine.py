@@ -121,6 +121,44 @@ def test_cli_default_follows_the_weights_and_misuse_is_refused(tmp_path, shipped
         assert res.exit_code == 2 and "--refine" in res.output, (args, res.output)
 
 
+def test_refiner_leaves_frames_smaller_than_its_scales_alone():
+    """No pass below MIN_SIDE px: a 3x3 frame's flow comes back as it went in (no cv2.resize to 0 px)."""
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 256, (3, 3, 3), dtype=np.uint8) for _ in range(2))
+    flow = rng.normal(size=(3, 3, 2)).astype(np.float32)
+    refiner = FlowRefiner()
+    refiner.prime(a)
+    np.testing.assert_array_equal(refiner.refine(b, flow), flow)
+
+
+@pytest.mark.parametrize("width, height", [(3, 3), (2, 40), (7, 5)])
+def test_cli_estimate_of_frames_a_few_px_wide(tmp_path, width, height):
+    """Frames with a side below 4 px crashed in the refinement's pyramid with an OpenCV error."""
+    from flowcli.flowio import read_flow
+
+    rng = np.random.default_rng(width * height)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["estimate", str(folder), "-o", str(out), "--json", "--quiet", "--threads", "1"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["refine"] is True  # the shipped weights' default: the path that crashed
+    for i in range(2):
+        flow = read_flow(out / f"{i:06d}.flo")
+        assert flow.shape == (height, width, 2) and np.isfinite(flow).all()
+
+
+def test_cli_estimate_of_tiny_raw_stdin_frames(tmp_path):
+    frames = np.random.default_rng(1).integers(0, 256, (3, 3, 3, 3), dtype=np.uint8)
+    out = tmp_path / "out"
+    res = CliRunner().invoke(cli, ["estimate", "-", "--size", "3x3", "-o", str(out), "--quiet", "--threads", "1"],
+                             input=frames.tobytes())
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in out.glob("*.flo")) == ["000000.flo", "000001.flo"]
+
+
 def test_interrupted_refined_run_resumes_exactly(tmp_path, shipped):
     """The pipeline's resume path (state + prime with the last frame) gives the refiner its previous frame."""
     from flowcli.pipeline import EstimateJob, run_estimate
