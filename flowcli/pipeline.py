@@ -215,11 +215,18 @@ def remove_stale_temps(out: Path, names: list[str], video: bool) -> int:
     return removed
 
 
-def claim_folder(path: Path, meta: dict[str, str], resuming: bool) -> None:
-    """Record who writes this folder before the first output exists (unless resuming from a state),
-    so that every output file in it is vouched for by a state file (see ``check_claimed``)."""
-    if not resuming:
-        _save_state(path, {}, meta, None)
+class FolderClaim:
+    """The job's claim on its output folder: a state file with no engine state, saved just before
+    the job's first output unless it resumes from a state. Every output file then has a state file
+    beside it (``check_claimed``), and a run that fails before writing anything leaves no trace."""
+
+    def __init__(self, path: Path, meta: dict[str, str], resuming: bool):
+        self.path, self.meta, self.pending = path, meta, not resuming
+
+    def before_output(self) -> None:
+        if self.pending:
+            _save_state(self.path, {}, self.meta, None)
+            self.pending = False
 
 
 def _finish_replacing(path: Path) -> None:
@@ -408,7 +415,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
                 state, resume_index = None, None
                 break
             k += step
-    claim_folder(state_path, meta, resuming=resume_index is not None)
+    claim = FolderClaim(state_path, meta, resuming=resume_index is not None)
 
     stream = FlowStream(model, job.options, device)
     report = JobReport(resumed_from_state=resume_index is not None)
@@ -420,6 +427,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
 
     def write_pair(flow, paths, state, index, skip_files):
         """Outputs first, then the resume state that says they exist."""
+        claim.before_output()
         written = 0 if skip_files else _write_pair(flow, paths, rewrite, job.max_flow)
         if video is not None:
             video.add(flow)

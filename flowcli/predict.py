@@ -475,7 +475,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     from .errors import OutputExistsError
     from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
                            _start_state, _state_meta, _VideoSink, _write_pair, check_claimed, check_not_an_input,
-                           claim_folder, damaged_frames, remove_stale_temps)
+                           FolderClaim, damaged_frames, remove_stale_temps)
     from .replaced import remove_replaced
 
     if (estimator is None) == (job.prior_flows is None):
@@ -518,7 +518,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                 state, resume_index = None, None
                 break
             prev_k, k, t = k, k + step, t + 1
-    claim_folder(state_path, meta, resuming=resume_index is not None)
+    claim = FolderClaim(state_path, meta, resuming=resume_index is not None)
 
     stream = PredictStream(model, job.options, device, estimator=estimator)
     report = PredictReport(resumed_from_state=resume_index is not None, shared_features=stream.shared_fnet)
@@ -577,6 +577,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
                 report.skipped += bool(outputs)
                 report.recomputed += bool(outputs)
             else:
+                claim.before_output()
                 if writes_prediction:
                     report.written += _write_pair(step_out.flow, paths, rewrite, job.max_flow)
                     if job.frames:
