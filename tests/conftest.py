@@ -37,3 +37,13 @@ def shared_data(shared_dir) -> Path:
 @pytest.fixture(scope="session")
 def conformance_dir(shared_dir) -> Path:
     return _require(shared_dir / "conformance")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one thread for a module (small tensors; extra threads only spin on a busy machine)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
