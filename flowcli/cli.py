@@ -93,7 +93,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".t
 def quiet_option(f: Callable) -> Callable:
     """``-q/--quiet``: no progress bars or status lines (parameter ``quiet``)."""
     return click.option("-q", "--quiet", is_flag=True,
-                        help="No progress bars or status messages on stderr.")(f)
+                        help="No progress bars or status messages on stderr (warnings about the input, "
+                             "such as damaged video frames, still print).")(f)
 
 
 def json_option(f: Callable) -> Callable:
@@ -157,6 +158,12 @@ def status(message: str, quiet: bool = False) -> None:
     """A human status line on stderr (suppressed by ``--quiet``)."""
     if not quiet:
         click.echo(f"flowcli: {message}", err=True)
+
+
+def warn(message: str) -> None:
+    """A warning about the data (damaged frames ...) on stderr: printed even with ``--quiet``, which
+    silences progress and status, because a script needs to hear that its results may be off."""
+    click.echo(f"flowcli: warning: {message}", err=True)
 
 
 def progress(iterable: Iterable | None = None, total: int | None = None, desc: str | None = None,

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .cli import (emit_json, json_option, overwrite_option, plural, progress, quiet_option, removed_message,
-                  status)
+                  status, warn)
 
 EPILOG = """\b
 Examples:
@@ -176,4 +176,4 @@ def estimate(input_spec, formats, video, out_dir, weights, preset, iters, warm_s
         if report.removed:
             status(removed_message(report.removed), quiet)
     if source.damage.frames:
-        status("warning: " + source.damage.warning(source.name), quiet)
+        warn(source.damage.warning(source.name))

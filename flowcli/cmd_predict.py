@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import emit_json, plural, progress, removed_message, status
+from .cli import emit_json, plural, progress, removed_message, status, warn
 from .cmd_estimate import open_job_source, prepare_engine, stream_options
 
 EPILOG = """\b
@@ -149,7 +149,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
         if report.removed:
             status(removed_message(report.removed), quiet)
     if source.damage.frames:
-        status("warning: " + source.damage.warning(source.name), quiet)
+        warn(source.damage.warning(source.name))
 
 
 def check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
