@@ -41,6 +41,7 @@ Adding a command
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import importlib
 import json
@@ -139,8 +140,11 @@ def emit_json(obj: Any) -> None:
     """Write ``obj`` as one JSON document (one line) on stdout.
 
     Paths and numpy scalars/arrays are converted; NaN/inf become ``null`` so the
-    output is strict JSON.
+    output is strict JSON. A closed stdout (``>&-``; Python then has no sys.stdout and click would
+    drop the line) is an error: a script asked for the summary and would otherwise get nothing, exit 0.
     """
+    if sys.stdout is None:
+        raise OSError(errno.EBADF, "stdout is closed; the --json summary cannot be written")
     click.echo(json.dumps(nan_to_none(obj), default=_json_default, allow_nan=False))
 
 

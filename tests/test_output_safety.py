@@ -222,3 +222,12 @@ def test_a_rerun_removes_temp_files_a_killed_run_left(tmp_path, frames, weights)
         p.write_bytes(b"partial")
     assert _est(frames, out, weights, "--format", "png", "--video").exit_code == 0
     assert not any(p.exists() for p in stale) and all(p.exists() for p in other)
+
+
+def test_json_summary_to_a_closed_stdout_is_an_error(tmp_path, frames, weights):
+    """`flowcli ... --json >&-`: the outputs are written, but the summary a script asked for is not: exit 1."""
+    proc = subprocess.run([str(BIN), "estimate", str(frames), "-o", str(tmp_path / "o"), "--weights",
+                           str(weights / "est.safetensors"), "--json", "--threads", "1"],
+                          stderr=subprocess.PIPE, text=True, timeout=300, preexec_fn=lambda: os.close(1))
+    assert proc.returncode == 1 and "stdout is closed" in proc.stderr, proc.stderr
+    assert (tmp_path / "o" / "000002.flo").exists()
