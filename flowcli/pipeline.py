@@ -31,7 +31,10 @@ the earlier run's outputs that it did not rewrite are removed (flowcli.replaced)
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import re
 import queue
 import threading
 import time
@@ -117,22 +120,38 @@ def _fingerprint(weights_sha: str, job: EstimateJob, source, start: int, step: i
                        **drawing_key(job.max_flow, job.video, source)}, sort_keys=True)
 
 
-def check_not_an_input(out: Path, source_name: str | None, prior_flows: Path | None = None) -> None:
-    """Outputs never go into a folder the job reads: its files would count as finished outputs, and
-    --overwrite would replace them."""
-    target = out.resolve()
+def check_not_an_input(out: Path, names: list[str], source_name: str | None, prior_flows: Path | None = None) -> None:
+    """Outputs never go into a folder the job reads (OUT itself or a subfolder its ``names`` write
+    to, such as color/ or frames/): its files would count as finished outputs or as more input
+    frames, and --overwrite would replace them."""
+    written = {out.resolve()} | {(out / name).parent.resolve() for name in names}
     for folder, what in ((source_name, "the input folder"), (prior_flows, "the --prior-flows folder")):
-        if _is_path(folder) and Path(folder).is_dir() and Path(folder).resolve() == target:
-            raise InputError(f"{out}: is {what}; choose another output folder")
+        if _is_path(folder) and Path(folder).is_dir() and Path(folder).resolve() in written:
+            raise InputError(f"{folder}: is {what} and a folder this job writes to ({out}); "
+                             "choose another output folder")
+
+
+def _recorded_outputs(meta: dict | None) -> tuple[set[str], bool] | None:
+    """The output names and video flag a state file records (None: no record of them, an older flowcli)."""
+    try:
+        outputs = json.loads(meta["outputs"])
+        return set(outputs["names"]), bool(outputs.get("video", False))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def check_claimed(out: Path, state_path: Path, names: list[str], video: bool, overwrite: bool) -> None:
-    """Refuse a folder that holds outputs of this job's names but no resume record (the state file):
-    flowcli did not write them with these settings (another tool, or the record was deleted), so they
-    can be neither skipped as finished nor silently replaced."""
-    if overwrite or _state_metadata(state_path) is not None:
+    """Refuse a folder that holds outputs of this job's names that no resume record (the state file)
+    says a flowcli run wrote: another tool's files, a format the recorded run did not write, or a
+    folder whose record was deleted. They can be neither skipped as finished nor silently replaced."""
+    if overwrite:
         return
-    patterns = [n.replace("{i:06d}", "[0-9]" * 6) for n in names] + ([VIDEO_FILE] if video else [])
+    meta = _state_metadata(state_path)
+    recorded = _recorded_outputs(meta) if meta is not None else (set(), False)
+    if recorded is None:  # a state from before outputs were recorded: it vouches for everything
+        return
+    patterns = [n.replace("{i:06d}", "[0-9]" * 6) for n in names if n not in recorded[0]] + \
+        ([VIDEO_FILE] if video and not recorded[1] else [])
     for pattern in patterns:
         found = next(iter(sorted(out.glob(pattern))), None)
         if found is not None:
@@ -175,11 +194,17 @@ def _load_state(path: Path, fingerprint: str) -> tuple[dict | None, int | None, 
     return tensors, int(last), meta
 
 
-def _start_state(path: Path, fingerprint: str, overwrite: bool) -> tuple[dict | None, int | None, list]:
+def _start_state(path: Path, fingerprint: str, overwrite: bool, source_name: str | None = None
+                 ) -> tuple[dict | None, int | None, list]:
     """(state, its last index, earlier runs still to clean up) at the start of a job.
-    With ``overwrite`` the state is not used, and the run it belonged to is being replaced."""
+    With ``overwrite`` the state is not used, and the run it belonged to is being replaced.
+    A stream on stdin cannot be told from another one, so a folder with a run in it is not resumed
+    from stdin (it would continue one stream's memory with another's frames)."""
     if overwrite:
         return None, None, replaced_runs(_state_metadata(path))
+    if source_name in ("-", "<stdin>") and _state_metadata(path) is not None:
+        raise OutputExistsError(f"{path.parent}: holds a run; one read from stdin cannot be resumed (the "
+                                "stream cannot be matched to it): use --overwrite or another output folder")
     state, last_index, meta = _load_state(path, fingerprint)
     return state, last_index, carried_runs(meta)
 
@@ -196,7 +221,14 @@ def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str]
     from safetensors.torch import save_file
     tensors = {k: v.contiguous() for k, v in state.items()}
     with atomic_path(path, overwrite=True) as tmp:
-        save_file(tensors, str(tmp), metadata={**meta, "last_index": "" if last_index is None else str(last_index)})
+        try:
+            save_file(tensors, str(tmp), metadata={**meta, "last_index": "" if last_index is None else str(last_index)})
+        except OSError:
+            raise
+        except Exception as exc:  # safetensors reports I/O errors (disk full) as SafetensorError
+            found = re.search(r"os error (\d+)", str(exc))
+            code = int(found.group(1)) if found else errno.EIO
+            raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 def remove_stale_temps(out: Path, names: list[str], video: bool) -> int:
@@ -365,18 +397,25 @@ class OrderedWriter:
 def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: int = 0, step: int = 1,
                  device: torch.device | str = "cpu", on_pair: Callable[[int], None] | None = None) -> JobReport:
     """Run ``model`` over ``source`` (an iterable of Frame) writing ``job``'s outputs."""
-    out = job.out_dir
+    check_not_an_input(job.out_dir, [FORMAT_FILES[f] for f in job.formats], getattr(source, "name", None))
+    with output_folder(job.out_dir):
+        return _run_estimate(model, job, source, weights_info=weights_info, start=start, step=step,
+                             device=device, on_pair=on_pair)
+
+
+@contextlib.contextmanager
+def output_folder(out: Path):
+    """Create a job's output folder; if the job fails, remove the folders it created that are still
+    empty (a run that failed before writing anything leaves no trace)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
-    check_not_an_input(out, getattr(source, "name", None))
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _run_estimate(model, job, source, weights_info=weights_info, start=start, step=step,
-                             device=device, on_pair=on_pair)
+        yield out
     except BaseException:
-        if created:  # a run that failed before writing anything leaves no empty folder behind
-            for folder in (out / "color", out):
+        if created:
+            for folder in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [out]:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
         raise
@@ -391,7 +430,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     state_path = out / STATE_FILE
     names = [FORMAT_FILES[f] for f in job.formats]
     check_claimed(out, state_path, names, job.video, job.overwrite)
-    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
+    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite, getattr(source, "name", None))
     remove_stale_temps(out, names, job.video)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
     rewrite = job.overwrite or bool(replaces)
@@ -486,7 +525,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
         report.removed = remove_replaced(
             replaces, out, kept=lambda k: job.paths(k).values() if in_range(k, start, step, last_pair) else (),
-            keeps_video=job.video, input_path=getattr(source, "name", None))
+            keeps_video=job.video, inputs=[getattr(source, "name", None)])
         _finish_replacing(state_path)
     report.seconds = time.perf_counter() - t_job
     return report

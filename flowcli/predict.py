@@ -332,9 +332,15 @@ def check_prior_step(folder: Path, step: int) -> None:
     4 -> 4 + step. Refuse pairing it with another --step (the files alone cannot tell). Folders without a
     record are taken as they are."""
     from .pipeline import REPORT_FILE
+    folder = Path(folder)
     try:
-        record = json.loads((Path(folder) / REPORT_FILE).read_text())
-        recorded = int(record["step"]) if record.get("command") == "estimate" else None
+        if (folder / REPORT_FILE).is_file():
+            record = json.loads((folder / REPORT_FILE).read_text())
+            recorded = int(record["step"]) if record.get("command") == "estimate" else None
+        else:  # OUT/estimate/ of `predict-next --with-estimate`: the record is OUT's
+            record = json.loads((folder.parent / REPORT_FILE).read_text())
+            recorded = int(record["step"]) if record.get("command") == "predict-next" and \
+                record.get("with_estimate") and folder.name == "estimate" else None
     except (OSError, ValueError, KeyError, TypeError):
         return
     if recorded is not None and recorded != step:
@@ -472,11 +478,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     every frame and a rerun restarts from it; without a usable state earlier frames are
     recomputed (not rewritten).
     """
-    from .errors import OutputExistsError
-    from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
-                           _start_state, _state_meta, _VideoSink, _write_pair, check_claimed, check_not_an_input,
-                           FolderClaim, damaged_frames, remove_stale_temps)
-    from .replaced import remove_replaced
+    from .pipeline import check_not_an_input, output_folder
 
     if (estimator is None) == (job.prior_flows is None):
         raise ValueError("give either an estimator or job.prior_flows")
@@ -487,27 +489,42 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
         raise InputError(f"{prior}: --prior-flows is not a folder")
     if prior is not None:
         check_prior_step(prior, step)
+    check_not_an_input(job.out_dir, job.output_names(), getattr(source, "name", None), prior)
+    with output_folder(job.out_dir):
+        return _run_predict(model, job, source, prior, weights_info=weights_info, estimator=estimator,
+                            estimate_info=estimate_info, start=start, step=step, device=device, on_frame=on_frame)
+
+
+def _run_predict(model: MemFlowNet, job: PredictJob, source, prior: Path | None, *, weights_info: dict,
+                 estimator: MemFlowNet | None, estimate_info: dict | None, start: int, step: int, device,
+                 on_frame) -> PredictReport:
+    from .errors import OutputExistsError
+    from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
+                           _start_state, _state_meta, _state_metadata, _VideoSink, _write_pair, check_claimed,
+                           FolderClaim, damaged_frames, remove_stale_temps)
+    from .replaced import remove_replaced
+
     out = job.out_dir
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: output path exists and is not a folder")
-    check_not_an_input(out, getattr(source, "name", None), prior)
-    out.mkdir(parents=True, exist_ok=True)
     if "png" in job.formats:
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), (estimate_info or {}).get("sha256"), job,
                                source, start, step)
     state_path = out / STATE_FILE
     check_claimed(out, state_path, job.output_names(), job.video, job.overwrite)
-    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite)
+    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite, getattr(source, "name", None))
     remove_stale_temps(out, job.output_names(), job.video)
     written_until = resume_index  # this run wrote the outputs of the frames up to here (its state says)
     # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
     rewrite = job.overwrite or bool(replaces)
     meta = _state_meta(fingerprint, job.output_names(), job.video, replaces)
+    render_video = job.video
     if job.video and (out / VIDEO_FILE).exists() and not rewrite:
-        raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
+        # flow.mp4 appears only when a run completes; with this job's state beside it, it is that run's
+        if not (_state_metadata(state_path) or {}).get("last_index", "").isdigit():
+            raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
+        render_video = False
     readable = any(f in job.formats for f in EXACT_FORMATS)
-    if job.video and not readable:  # skipped predictions could not be drawn into the video
+    if render_video and not readable:  # skipped predictions could not be drawn into the video
         state, resume_index = None, None
     if estimator is None:
         state, resume_index = None, None  # not needed: see the docstring
@@ -523,7 +540,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     stream = PredictStream(model, job.options, device, estimator=estimator)
     report = PredictReport(resumed_from_state=resume_index is not None, shared_features=stream.shared_fnet)
     video = _VideoSink(out / VIDEO_FILE, getattr(source, "fps", None) or 10.0, rewrite, job.max_flow) \
-        if job.video else None
+        if render_video else None
     t_job = time.perf_counter()
     last_frame = None
     try:
@@ -538,7 +555,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
             vouched = written_until is not None and i <= written_until
             done = all(p.exists() for p in outputs) and (vouched or not rewrite)
             report.frames += 1
-            can_skip = (prior is not None and (readable or not job.video)) or \
+            can_skip = (prior is not None and (readable or not render_video)) or \
                 (resume_index is not None and i <= resume_index)
             if done and can_skip:
                 report.skipped += bool(outputs)
@@ -603,7 +620,7 @@ def run_predict(model: MemFlowNet, job: PredictJob, source, *, weights_info: dic
     report.damaged_frames = damaged_frames(source)
     if replaces:  # finished: drop what the replaced runs wrote and this one did not
         report.removed = remove_replaced(replaces, out, kept=lambda k: job.paths_of_run(k, start, step, last_frame),
-                                         keeps_video=job.video, input_path=getattr(source, "name", None))
+                                         keeps_video=job.video, inputs=[getattr(source, "name", None), prior])
         _finish_replacing(state_path)
     report.seconds = time.perf_counter() - t_job
     return report

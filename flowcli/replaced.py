@@ -82,16 +82,18 @@ def in_range(index: int, start: int, step: int, last: int | None) -> bool:
 
 
 def remove_replaced(runs: list[RunOutputs], out_dir: Path, kept: Callable[[int], Iterable[Path]],
-                    keeps_video: bool, input_path: str | Path | None = None) -> int:
+                    keeps_video: bool, inputs: Iterable[str | Path | None] = ()) -> int:
     """Delete the existing files of ``runs`` that this run did not write (``kept(index)``; its
-    ``flow.mp4`` if ``keeps_video``), never anything inside the input folder. Returns how many."""
+    ``flow.mp4`` if ``keeps_video``), never anything inside what the run reads (``inputs``: the
+    input video or folder, the --prior-flows folder). Returns how many."""
     from .pipeline import VIDEO_FILE
-    protected = Path(input_path).resolve() if input_path not in (None, "", "-", "<stdin>") else None
+    protected = [Path(p).resolve() for p in inputs if p not in (None, "", "-", "<stdin>")]
     removed = 0
 
     def remove(path: Path) -> None:
         nonlocal removed
-        if protected is not None and (path.resolve() == protected or protected in path.resolve().parents):
+        where = path.resolve()
+        if any(where == p or p in where.parents for p in protected):
             return
         if path.is_file():
             path.unlink()

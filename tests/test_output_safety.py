@@ -231,3 +231,102 @@ def test_json_summary_to_a_closed_stdout_is_an_error(tmp_path, frames, weights):
                           stderr=subprocess.PIPE, text=True, timeout=300, preexec_fn=lambda: os.close(1))
     assert proc.returncode == 1 and "stdout is closed" in proc.stderr, proc.stderr
     assert (tmp_path / "o" / "000002.flo").exists()
+
+
+def test_the_input_is_never_a_subfolder_the_job_writes(tmp_path, frames, weights):
+    """OUT/frames (predict-next --frames), OUT/color (png), OUT/estimate (--with-estimate) as the input:
+    refused, or the job would read its own outputs as frames (or replace the input's)."""
+    import shutil
+    out = tmp_path / "o"
+    for sub, run, extra in (("frames", _pred, ["--frames"]), ("color", _est, ["--format", "png"]),
+                            ("estimate", _pred, ["--with-estimate"])):
+        inside = out / sub
+        shutil.copytree(frames, inside, dirs_exist_ok=True)
+        before = _files(inside)
+        for more in ([], ["--overwrite"]):
+            res = run(inside, out, weights, *extra, *more)
+            assert res.exit_code == 1 and "is the input folder" in res.output, res.output
+        assert _files(inside) == before
+
+
+def test_overwrite_clean_up_never_removes_the_prior_flows_it_reads(tmp_path, frames, weights):
+    out = tmp_path / "o"
+    assert _pred(frames, out, weights, "--with-estimate").exit_code == 0
+    estimated = _files(out / "estimate")
+    res = _pred(frames, out, weights, "--prior-flows", str(out / "estimate"), "--overwrite", "--json")
+    assert res.exit_code == 0, res.output
+    assert _files(out / "estimate") == estimated
+
+
+def test_a_format_the_recorded_run_did_not_write_must_not_be_there_already(tmp_path, frames, weights):
+    """The state vouches for the names it records: 000000.png written by something else (here viz) is
+    not taken as this job's KITTI output when --format kitti is added."""
+    out = tmp_path / "o"
+    assert _est(frames, out, weights).exit_code == 0
+    assert CliRunner().invoke(cli, ["viz", str(out), "-o", str(out), "--quiet"]).exit_code == 0  # 000000.png ...
+    res = _est(frames, out, weights, "--format", "flo", "--format", "kitti")
+    assert res.exit_code == 1 and "000000.png" in res.output and "no record" in res.output, res.output
+    assert _est(frames, out, weights, "--format", "flo", "--format", "npy").exit_code == 0  # a new format is fine
+    assert (out / "000002.npy").exists()
+
+
+def test_a_run_from_stdin_is_not_resumed_from_another_stream(tmp_path, weights):
+    out = tmp_path / "o"
+    a, b = (np.random.RandomState(s).randint(0, 255, (4, 32, 48, 3), dtype=np.uint8) for s in (1, 2))
+    args = [str(BIN), "estimate", "-", "--size", "48x32", "-o", str(out), "--weights",
+            str(weights / "est.safetensors"), "--threads", "1", "--quiet"]
+    assert subprocess.run(args, input=a.tobytes(), capture_output=True, timeout=300).returncode == 0
+    kept = _files(out)
+    again = subprocess.run(args, input=b.tobytes(), capture_output=True, timeout=300)
+    assert again.returncode == 1 and b"stdin cannot be resumed" in again.stderr, again.stderr
+    assert _files(out) == kept
+    assert subprocess.run(args + ["--overwrite"], input=b.tobytes(), capture_output=True, timeout=300).returncode == 0
+
+
+def test_prior_flows_from_with_estimate_of_another_step_are_refused(tmp_path, frames, weights):
+    out = tmp_path / "o"
+    assert _pred(frames, out, weights, "--with-estimate").exit_code == 0
+    res = _pred(frames, tmp_path / "p", weights, "--prior-flows", str(out / "estimate"), "--step", "2")
+    assert res.exit_code == 1 and "1 frame(s) apart" in res.output, res.output
+
+
+def test_rerun_of_a_finished_predict_next_video_is_a_no_op(tmp_path, frames, weights):
+    out = tmp_path / "o"
+    assert _pred(frames, out, weights, "--video").exit_code == 0
+    video = (out / "flow.mp4").read_bytes()
+    res = _pred(frames, out, weights, "--video", "--json")
+    assert res.exit_code == 0 and json.loads(res.output)["written"] == 0, res.output
+    assert (out / "flow.mp4").read_bytes() == video
+
+
+def test_a_failed_predict_next_leaves_no_empty_folders(tmp_path, weights):
+    """A video's frame count shows only while decoding: the job has made OUT (and OUT/color) by then."""
+    from flowcli.synth import make_demo_video
+    make_demo_video(tmp_path / "v.mp4", num_frames=3, size=(96, 64))
+    out = tmp_path / "o"
+    res = _pred(tmp_path / "v.mp4", out, weights, "--end", "1", "--format", "png", "--frames")  # one frame
+    assert res.exit_code == 1 and "at least 2 frames" in res.output, res.output
+    assert not out.exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A real 96 KiB tmpfs (needs mount rights; skipped without them)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root) for a real disk-full")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_while_saving_the_resume_state_is_a_disk_full_error(tiny_disk, frames, weights):
+    """The state file is the one write safetensors does (its errors are not OSError): ENOSPC there is
+    reported as disk full, in one line, like any other write."""
+    res = _est(frames, tiny_disk / "o", weights, "--format", "npy")
+    assert res.exit_code == 1, res.output
+    assert "No space left on device" in res.output and "internal error" not in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
