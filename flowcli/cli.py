@@ -21,7 +21,8 @@ Adding a command
     Write it in its own module as a plain click command, using the shared
     helpers from this module (``quiet_option``, ``json_option``,
     ``overwrite_option``, ``progress``, ``emit_json``, ``status``,
-    ``expand_inputs``), raise :class:`flowcli.errors.FlowcliError` subclasses for
+    ``expand_inputs``; ``FiniteFloatRange`` as the type of float options),
+    raise :class:`flowcli.errors.FlowcliError` subclasses for
     errors the user can fix, and register it with one line in
     :data:`LAZY_COMMANDS`::
 
@@ -45,6 +46,7 @@ import errno
 import glob
 import importlib
 import json
+import math
 import os
 import re
 import signal
@@ -117,6 +119,21 @@ def overwrite_option(f: Callable | None = None, *, help_text: str = OVERWRITE_HE
     """
     option = click.option("--overwrite", is_flag=True, help=help_text)
     return option if f is None else option(f)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses NaN and infinity (usage error, exit 2).
+
+    click's FloatRange lets ``nan`` through any bounds (every comparison with NaN is false) and ``inf``
+    through a missing upper bound. Use this for every float option where a non-finite value makes no sense
+    (all of flowcli's): ``type=FiniteFloatRange(0, None, min_open=True)``; bounds as in FloatRange.
+    """
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = click.FLOAT.convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return super().convert(number, param, ctx)
 
 
 def _json_default(obj: Any) -> Any:
@@ -240,8 +257,37 @@ def _one_line(text: str) -> str:
     return " ".join(part.strip() for part in str(text).strip().splitlines() if part.strip())
 
 
+# torch's CPU allocator reports a failed allocation as a RuntimeError, not a MemoryError
+_TORCH_OOM = re.compile(r"can't allocate memory: you tried to allocate (\d+) bytes")
+
+
+def _human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "bytes" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{count} bytes"  # pragma: no cover
+
+
+def _out_of_memory(exc: BaseException) -> str | None:
+    """The one-line message for a failed memory allocation (Python, NumPy or torch), else None."""
+    if isinstance(exc, MemoryError):
+        detail = _one_line(exc)  # NumPy: "Unable to allocate 27.9 TiB for an array with shape ..."
+    elif isinstance(exc, RuntimeError) and (match := _TORCH_OOM.search(str(exc))):
+        detail = f"could not allocate {_human_bytes(int(match.group(1)))}"
+    else:
+        return None
+    return "out of memory" + (f" ({detail})" if detail else "") + \
+        "; use smaller inputs or settings, or free memory"
+
+
 def _describe(exc: BaseException) -> tuple[str, int]:
-    """(one-line message, exit code) for an exception reaching the top."""
+    """(one-line message, exit code) for an exception reaching the top.
+
+    A failed memory allocation (MemoryError, or torch's allocator error) is "out of memory ...", exit 1,
+    not an internal error: the input or the settings were too large for this machine.
+    """
     if isinstance(exc, KeyboardInterrupt):
         signum = getattr(exc, "signum", signal.SIGINT)
         return ("interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}",
@@ -255,6 +301,9 @@ def _describe(exc: BaseException) -> tuple[str, int]:
         else:
             msg = str(exc) or type(exc).__name__
         return _one_line(msg), EXIT_FAILURE
+    oom = _out_of_memory(exc)
+    if oom is not None:
+        return oom, EXIT_FAILURE
     detail = _one_line(exc)
     msg = f"internal error: {type(exc).__name__}" + (f": {detail}" if detail else "")
     return msg + " (run with --debug for the traceback)", EXIT_FAILURE

@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .cli import emit_json, status
-from .cmd_estimate import stream_options
+from .cmd_estimate import check_preset, stream_options
 from .cmd_predict import tta_option
 from .errors import FlowcliError
 
@@ -58,7 +58,8 @@ def _split_ray(value: str | None, inputs: tuple[str, ...]) -> tuple[str | None, 
 @click.option("--mode", type=click.Choice(["estimate", "predict-next"]), default="estimate", show_default=True,
               help="What to run on each video (the options of that command apply).")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
-              help="Output format, repeatable (default flo).")
+              help="Output format, repeatable (default flo; with --video and no --format only flow.mp4 is "
+                   "written, except flo files too in --mode predict-next with --with-estimate).")
 @click.option("--video", is_flag=True, help="Also write OUTROOT/NAME/flow.mp4, the colour visualisation.")
 @click.option("--shard", metavar="K/N", help="Run only shard K of N (0 <= K < N), e.g. a Slurm array task.")
 @click.option("--workers", type=click.IntRange(1, 4096),
@@ -138,6 +139,8 @@ def batch(ctx, inputs, manifest, mode, formats, video, shard, workers, ray_addre
         from .cmd_predict import check_estimator_flags
         check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
                               more_stream_options.get("coarse"), more_stream_options.get("refine"))
+    check_preset(weights, preset, "predict" if mode == "predict-next" else "estimate")
+    check_preset(estimate_weights, estimate_preset, "estimate", "--estimate-preset", "--estimate-weights")
     if ray_address is not None and threads is None:
         threads = 1  # one torch thread per actor, one actor per CPU
 

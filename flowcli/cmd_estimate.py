@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli import (emit_json, json_option, overwrite_option, plural, progress, quiet_option, removed_message,
-                  status, warn)
+from .cli import (FiniteFloatRange, emit_json, json_option, overwrite_option, plural, progress, quiet_option,
+                  removed_message, status, warn)
 
 EPILOG = """\b
 Examples:
@@ -35,6 +35,10 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
         raise click.BadParameter("expected WIDTHxHEIGHT, e.g. 640x360", param_hint="--size") from None
     if w <= 0 or h <= 0:
         raise click.BadParameter("width and height must be positive", param_hint="--size")
+    from .sources import MAX_FRAME_PIXELS
+    if w * h > MAX_FRAME_PIXELS:
+        raise click.BadParameter(f"{w}x{h} is {w * h} pixels; at most {MAX_FRAME_PIXELS} (e.g. 16384x16384) "
+                                 "are supported", param_hint="--size")
     return w, h
 
 
@@ -73,16 +77,18 @@ def stream_options(f):
         click.option("--max-side", type=click.IntRange(8, None),
                      help="Run the network with the longer side at most this many pixels; flow is returned "
                           "at input size with vectors rescaled."),
-        click.option("--scale", type=click.FloatRange(0.05, 4.0),
+        click.option("--scale", type=FiniteFloatRange(0.05, 4.0),
                      help="Run the network at this scale of the input (alternative to --max-side)."),
         click.option("--start", type=click.IntRange(0, None), default=0, show_default=True,
                      help="First frame index to use."),
         click.option("--end", type=click.IntRange(1, None), help="Stop before this frame index."),
         click.option("--step", type=click.IntRange(1, None), default=1, show_default=True,
                      help="Use every STEP-th frame (pairs are then STEP frames apart)."),
-        click.option("--size", "size", metavar="WxH", help="Frame size of raw rgb24 frames on stdin (INPUT '-')."),
+        click.option("--size", "size", metavar="WxH",
+                     help="Frame size of raw rgb24 frames on stdin (INPUT '-'); at most 2**28 pixels "
+                          "(e.g. 16384x16384)."),
         click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch (default: all cores)."),
-        click.option("--max-flow", type=click.FloatRange(0, None, min_open=True),
+        click.option("--max-flow", type=FiniteFloatRange(0, None, min_open=True),
                      help="Fixed colour scale (px) for png/--video (default: per frame for png, "
                           "running maximum for the video)."),
         overwrite_option, quiet_option, json_option,
@@ -104,6 +110,34 @@ def open_job_source(input_spec: str, size: str | None, start: int, end: int | No
     return open_source(input_spec, size=parsed, start=start, end=end, step=step)
 
 
+def check_preset(weights: str | None, preset: str | None, kind: str = "estimate", option: str = "--preset",
+                 weights_option: str = "--weights") -> None:
+    """Usage errors (exit 2) for a ``--preset`` that cannot apply or does not exist.
+
+    A preset gives an official ``.pth`` checkpoint its settings: with flowcli weights (the shipped default,
+    a shipped name or a ``.safetensors`` file), which carry their own, it would be silently ignored.
+    An unknown name lists the presets of ``kind`` ("estimate" or "predict").
+    """
+    if preset is None:
+        return
+    from .model import get_preset
+    from .weights import manifest
+    if weights is None:
+        which = f"the shipped default weights carry their own settings (give {weights_option} PATH.pth with it)"
+    elif str(weights).endswith(".safetensors"):
+        which = "flowcli .safetensors weights carry their own settings"
+    elif weights in {e["name"] for e in manifest()}:
+        which = f"the shipped weights {weights} carry their own settings"
+    else:
+        which = None
+    if which:
+        raise click.UsageError(f"{option} is for official .pth checkpoints; {which}")
+    try:
+        get_preset(preset, kind)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=option) from None
+
+
 def prepare_engine(weights, preset, iters, device, threads, max_side, scale, warm_start, kind="estimate",
                    precision="fp32", coarse=None, refine=None, tta=None):
     import torch
@@ -112,9 +146,7 @@ def prepare_engine(weights, preset, iters, device, threads, max_side, scale, war
     from .weights import load_weights
     if max_side is not None and scale is not None:
         raise click.UsageError("give --max-side or --scale, not both")
-    if preset and (weights is None or str(weights).endswith(".safetensors")):
-        raise click.UsageError("--preset is for official .pth checkpoints; flowcli .safetensors weights "
-                               "carry their own settings")
+    check_preset(weights, preset, kind)
     if threads:
         torch.set_num_threads(threads)
     try:

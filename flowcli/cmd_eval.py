@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import functools
+import math
 from pathlib import Path
 
 import click
 
 from .cli import emit_json, json_option, progress, quiet_option
+from .cmd_estimate import check_preset
 from .cmd_predict import tta_option
 
 EPILOG = """\b
@@ -81,6 +83,7 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
         import torch
 
         from .weights import load_weights
+        check_preset(weights, preset, "estimate")
         if threads:
             torch.set_num_threads(threads)
         subject = load_weights(weights, preset=preset)
@@ -113,6 +116,7 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coar
         raise click.UsageError("--iters/--estimate-weights/--coarse-to-fine apply to --past-flow estimate only")
     if weights is None and default_name("predict") is None:
         raise CheckpointError("no MemFlow-P (prediction) weights are shipped yet; pass --weights PATH")
+    check_preset(weights, preset, "predict")
     if threads:
         torch.set_num_threads(threads)
     loaded = load_weights(weights, preset=preset, kind="predict")
@@ -130,6 +134,15 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coar
     for region in result.predicted.regions:
         p = result.predicted.summary()[region]["epe"]
         b = result.baseline.summary()[region]["epe"]
-        imp = result.improvement(region)
-        word = "lower" if imp >= 0 else "higher"
-        click.echo(f"{region}: predicted EPE {p:.3f}, constant velocity {b:.3f}: {abs(100 * imp):.1f}% {word}")
+        click.echo(f"{region}: predicted EPE {p:.3f}, constant velocity {b:.3f}: "
+                   f"{_compared(p, b, result.improvement(region))}")
+
+
+def _compared(predicted: float, baseline: float, improvement: float) -> str:
+    """How the predicted EPE compares with the baseline's: "12.3% lower" / "4.5% higher". A perfect
+    baseline (EPE 0: no motion, or motion that does not change) leaves no percentage to give."""
+    if math.isfinite(improvement):
+        return f"{abs(100 * improvement):.1f}% {'lower' if improvement >= 0 else 'higher'}"
+    if baseline == 0:
+        return "the same (both exact)" if predicted == 0 else "no percentage (the baseline is exact)"
+    return "not comparable (no pixels scored)"

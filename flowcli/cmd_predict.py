@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from .cli import emit_json, plural, progress, removed_message, status, warn
-from .cmd_estimate import open_job_source, prepare_engine, stream_options
+from .cmd_estimate import check_preset, open_job_source, prepare_engine, stream_options
 
 EPILOG = """\b
 Examples:
@@ -61,7 +61,8 @@ def tta_option(help_text: str = TTA_HELP):
 @click.command("predict-next", epilog=EPILOG)
 @click.argument("input_spec", metavar="INPUT")
 @click.option("--format", "formats", multiple=True, type=click.Choice(["flo", "kitti", "npy", "png"]),
-              help="Output format, repeatable (default flo).")
+              help="Output format, repeatable (default flo; with --video and no --format only flow.mp4 is "
+                   "written, and with --with-estimate also flo files, for the predictions and the estimates).")
 @click.option("--video", is_flag=True, help="Also write OUTDIR/flow.mp4, the colour visualisation of the predictions.")
 @click.option("--frames", "write_frames", is_flag=True,
               help="Also write OUTDIR/frames/T.png: frame T forward-warped by its predicted flow.")
@@ -96,6 +97,7 @@ def predict_next(input_spec, formats, video, write_frames, prior_flows, estimate
     refine = more_stream_options.pop("refine", None)
     check_estimator_flags(prior_flows, estimate_weights, estimate_preset, with_estimate, iters, warm_start,
                           coarse, refine)
+    check_preset(estimate_weights, estimate_preset, "estimate", "--estimate-preset", "--estimate-weights")
     if not formats and (not video or with_estimate):
         formats = ("flo",)
     source = open_job_source(input_spec, size, start, end, step)

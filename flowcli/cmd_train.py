@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import progress, quiet_option, status
+from .cli import FiniteFloatRange, progress, quiet_option, status
 
 EPILOG = """\b
 Examples:
@@ -20,6 +20,10 @@ Weights are saved as OUT/latest.safetensors every --save-every steps (no
 optimizer state: resuming needs only that file; the step count and the
 learning-rate schedule position are in its metadata). OUT/log.jsonl has
 one line per step (loss, EPE, lr) and periodic held-out synthetic EPE.
+A folder that already holds a run (OUT/latest.safetensors) is refused
+unless --resume or --init names the weights to start from (--resume
+OUT/latest.safetensors continues it). --resume/--init weights must be of
+the kind trained: a MemFlow-P model with --predict, an estimator without.
 With --predict the model is MemFlow-P: it learns the flow 1 -> 2 of 3-frame
 clips from frame 1 and the past flow 0 -> 1 (the GT; half the time a
 corrupted GT; with --estimated-past, the estimator's flow for a share of the
@@ -42,20 +46,21 @@ baseline. --frames and --iters do not apply to it.
               help="Frames per training clip (memory is used from the second pair on).")
 @click.option("--iters", type=click.IntRange(1, 32), default=6, show_default=True,
               help="Refinement iterations during training.")
-@click.option("--lr", type=float, default=4e-4, show_default=True)
-@click.option("--max-speed", type=click.FloatRange(0.5, None),
+@click.option("--lr", type=FiniteFloatRange(0, None, min_open=True), default=4e-4, show_default=True,
+              help="Peak learning rate of the one-cycle schedule.")
+@click.option("--max-speed", type=FiniteFloatRange(0.5, None),
               help="Largest synthetic layer motion, px/frame at the crop size [default: width/8].")
-@click.option("--speed-exponent", type=click.FloatRange(0.5, 8.0), default=2.5, show_default=True,
+@click.option("--speed-exponent", type=FiniteFloatRange(0.5, 8.0), default=2.5, show_default=True,
               help="Motions are max-speed * U**exponent: lower means more large motions.")
 @click.option("--bf16/--fp32", default=True, show_default=True, help="bfloat16 autocast on CPU.")
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--save-every", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1, None), default=250, show_default=True)
 @click.option("--predict", "predict", is_flag=True, help="Train MemFlow-P (next-frame prediction) instead.")
-@click.option("--estimated-past", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+@click.option("--estimated-past", type=FiniteFloatRange(0.0, 0.5), default=0.0, show_default=True,
               help="With --predict: fraction of samples whose past flow is the shipped estimator's output "
                    "(as predict-next gives it) instead of the GT; costs one estimation per such sample.")
-@click.option("--occluded-weight", type=click.FloatRange(1.0, 10.0), default=1.0, show_default=True,
+@click.option("--occluded-weight", type=FiniteFloatRange(1.0, 10.0), default=1.0, show_default=True,
               help="With --predict: loss weight of the pixels that the next frame hides.")
 @quiet_option
 def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, max_speed,

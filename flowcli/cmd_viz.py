@@ -8,8 +8,14 @@ from typing import Any, Iterable
 
 import click
 
-from .cli import quiet_option, json_option, overwrite_option, emit_json, status, progress, expand_inputs, IMAGE_EXTENSIONS
+from .cli import (IMAGE_EXTENSIONS, FiniteFloatRange, emit_json, expand_inputs, json_option, overwrite_option,
+                  progress, quiet_option, status)
 from .errors import FlowcliError, InputError
+
+# --fps range. Mp4Writer keeps the rate as a fraction with a denominator of at most 1001, so rates below
+# ~1/2002 become 0 (refused) and 1/1000 is about the slowest it can store; very high rates overflow the
+# container's time base (1e12 does). One frame per 1000 s to 1000 frames per second covers every use.
+MIN_FPS, MAX_FPS = 0.001, 1000.0
 
 # =========================================================================== viz
 
@@ -166,7 +172,7 @@ are darkened).""")
               metavar="OUT",
               help="Output folder (one PNG per input, named after it), a .png file (one "
                    "input only) or, with --video, an .mp4 file.")
-@click.option("--max-flow", type=click.FloatRange(min=0, min_open=True), metavar="PIXELS",
+@click.option("--max-flow", type=FiniteFloatRange(min=0, min_open=True), metavar="PIXELS",
               help="Fixed normalisation: vectors this long (in pixels) get full saturation.")
 @click.option("--normalize", type=click.Choice(["frame", "sequence", "fixed"]),
               help="Colour scale: per frame (default), one for the whole sequence, or fixed "
@@ -181,14 +187,14 @@ are darkened).""")
               help="Draw flow arrows (over --image if given, else over the colour image).")
 @click.option("--arrow-step", type=click.IntRange(min=2), default=16, show_default=True,
               metavar="PIXELS", help="Spacing of the arrow grid.")
-@click.option("--arrow-scale", type=click.FloatRange(min=0, min_open=True), metavar="FACTOR",
+@click.option("--arrow-scale", type=FiniteFloatRange(min=0, min_open=True), metavar="FACTOR",
               help="Arrow length = FACTOR x flow (1 = true displacement). Default: the "
                    "longest vector spans one grid step.")
 @click.option("--legend", is_flag=True, help="Add a colour-wheel legend in the top-right corner.")
 @click.option("--side-by-side", is_flag=True,
               help="Source frame (needs --image) on the left, flow colours on the right.")
 @click.option("--video", is_flag=True, help="Write all frames to one H.264 .mp4 file OUT.")
-@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=10.0,
+@click.option("--fps", type=FiniteFloatRange(MIN_FPS, MAX_FPS), default=10.0,
               show_default=True, help="Frame rate of --video.")
 @overwrite_option(help_text="Replace existing output files (refused by default). Only the files this "
                              "run writes are replaced; other files in OUT are left as they are.")

@@ -26,10 +26,14 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["DecodeDamage", "Frame", "FrameSource", "folder_images", "open_source", "read_image_rgb",
-           "IMAGE_EXTENSIONS", "MIN_FRAMES"]
+           "IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS", "MIN_FRAMES"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 MIN_FRAMES = 2  # optical flow needs pairs
+# Largest raw stdin frame, width x height: 2**28 pixels (e.g. 16384 x 16384; FFmpeg refuses images of
+# about this size too). A larger --size is almost surely a typo, and would fail allocating its frame
+# buffer (100000x100000 rgb24 is 30 GB) rather than on the data.
+MAX_FRAME_PIXELS = 1 << 28
 
 
 @dataclass(frozen=True, eq=False)
@@ -383,6 +387,9 @@ def _check_size(size) -> tuple[int, int]:
         raise InputError(f"size must be (width, height), got {size!r}") from None
     if width <= 0 or height <= 0:
         raise InputError(f"size must be positive, got {width}x{height}")
+    if width * height > MAX_FRAME_PIXELS:
+        raise InputError(f"size {width}x{height} is {width * height} pixels; frames of at most "
+                         f"{MAX_FRAME_PIXELS} pixels (e.g. 16384x16384) are supported")
     return width, height
 
 

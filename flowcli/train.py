@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from .errors import OutputExistsError
 from .model import CPU_SMALL, MemFlowNet, ModelConfig
-from .weights import model_from_safetensors, save_safetensors
+from .weights import _check_kind, model_from_safetensors, read_safetensors_meta, save_safetensors
 
 MAX_FLOW = 400.0  # pixels; larger GT vectors are ignored in the loss, as in RAFT
 
@@ -213,14 +214,50 @@ def evaluate_synthetic(model: MemFlowNet, cfg: TrainConfig, clips: int, iters: i
     return total / clips
 
 
+def check_run_folder(out_dir: str | Path, resume: str | None = None, init: str | None = None) -> None:
+    """Refuse to start a new run in a folder that already holds one (its ``latest.safetensors``).
+
+    A run from scratch there would replace the trained weights, rewrite ``train_config.json`` and append a
+    second run to ``log.jsonl``. With ``resume`` or ``init`` the weights to start from are named, and the
+    folder's run is continued (``--resume OUT/latest.safetensors``) or replaced on purpose.
+    """
+    latest = Path(out_dir) / "latest.safetensors"
+    if resume or init or not latest.is_file():
+        return
+    try:
+        step = f", step {int(read_safetensors_meta(latest)['step'])}"
+    except Exception:  # noqa: BLE001 - the step only decorates the message
+        step = ""
+    raise OutputExistsError(f"{out_dir}: already holds a training run ({latest.name}{step}); continue it with "
+                            f"--resume {latest}, or choose another output folder")
+
+
+def load_start(path: str, kind: str) -> tuple[MemFlowNet, dict[str, str]]:
+    """The model and metadata of ``--resume``/``--init`` weights, refused (CheckpointError) if they are
+    not a flowcli safetensors file of ``kind`` ("estimate" or "predict", which ``--predict`` trains)."""
+    model, meta = model_from_safetensors(path)
+    _check_kind(model, kind, path, hint=f"train it {'with' if kind == 'estimate' else 'without'} --predict")
+    return model, meta
+
+
+def _check_lr(lr: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr}")
+
+
 def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, progress=None) -> Path:
-    """Train until ``max_steps`` (this run) or ``total_steps`` (schedule end). Returns the weights path."""
-    torch.set_num_threads(cfg.threads)
+    """Train until ``max_steps`` (this run) or ``total_steps`` (schedule end). Returns the weights path.
+
+    Everything is checked before the first file is written: the output folder (:func:`check_run_folder`),
+    the start weights (:func:`load_start`) and the learning rate.
+    """
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out, resume, init)
+    _check_lr(cfg.lr)
+    torch.set_num_threads(cfg.threads)
     start, seconds_before, cpu_before, samples = 0, 0.0, 0.0, 0
     if resume or init:
-        model, meta = model_from_safetensors(resume or init)
+        model, meta = load_start(resume or init, "estimate")
         if resume:
             start = int(meta.get("step", 0))
             seconds_before = float(meta.get("train_seconds", 0.0))
@@ -229,7 +266,6 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     else:
         torch.manual_seed(cfg.seed)
         model = init_for_training(MemFlowNet(ModelConfig.from_dict(cfg.model)))
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -239,6 +275,8 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
     loader = DataLoader(_dataset(cfg, cfg.seed * 1_000_003 + start), batch_size=cfg.batch_size,
                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = open(out / "log.jsonl", "a")
     latest = out / "latest.safetensors"
     step, t0, cpu0 = start, time.time(), time.process_time()

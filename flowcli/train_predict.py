@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .model import CPU_SMALL, MemFlowNet, ModelConfig, forward_interpolate
-from .train import MAX_FLOW, init_for_training, lr_at, optimizer_step
-from .weights import model_from_safetensors, save_safetensors
+from .train import MAX_FLOW, _check_lr, check_run_folder, init_for_training, load_start, lr_at, optimizer_step
+from .weights import save_safetensors
 
 # The prediction model: the small estimator's widths, official P rule for the softmax scale
 # (train_avg_length = (H*W/64)/2 of the training crop, 192x256 -> 384).
@@ -196,20 +196,25 @@ def evaluate_synthetic(model: MemFlowNet, cfg: PredictTrainConfig, clips: int) -
 
 
 def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=None) -> Path:
-    """Train until ``max_steps`` (this run) or ``total_steps``. Returns the weights path."""
+    """Train until ``max_steps`` (this run) or ``total_steps``. Returns the weights path.
+
+    As :func:`flowcli.train.train`, everything is checked before the first file is written.
+    """
     from .synth import ClipParams, SynthClipDataset
-    torch.set_num_threads(cfg.threads)
     out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_run_folder(out, resume)
+    _check_lr(cfg.lr)
+    if not 0 <= cfg.estimated_past + cfg.noisy_past <= 1:
+        raise ValueError("estimated_past + noisy_past must be within [0, 1]")
+    torch.set_num_threads(cfg.threads)
     start, seconds_before, samples = 0, 0.0, 0
     if resume:
-        model, meta = model_from_safetensors(resume)
+        model, meta = load_start(resume, "predict")
         start = int(meta.get("step", 0))
         seconds_before = float(meta.get("train_seconds", 0.0))
         samples = int(meta.get("samples", 0))
     else:
         model = new_model(cfg)
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -218,10 +223,10 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     loader = DataLoader(SynthClipDataset(10_000_000, cfg.seed * 1_000_003 + start, params),
                         batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     gen = torch.Generator().manual_seed(cfg.seed + start)
-    if not 0 <= cfg.estimated_past + cfg.noisy_past <= 1:
-        raise ValueError("estimated_past + noisy_past must be within [0, 1]")
     estimator = PastEstimator(cfg.estimator, cfg.estimator_iters) if cfg.estimated_past > 0 else None
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = open(out / "log.jsonl", "a")
     latest = out / "latest.safetensors"
     step, t0 = start, time.time()

@@ -4,7 +4,8 @@
   this project's own, trained on CPU (see ``weights/MODEL_CARD.md``).
 * Official MemFlow checkpoints are known by name (``MemFlowNet_sintel`` ...).
   They are downloaded only on request into a cache folder; the sha256 seen on
-  first download is recorded and checked on every later load.
+  first download is recorded (``CACHE/sha256.json``) and checked whenever that
+  cached file is loaded (copies elsewhere are not the cache's files).
 * A path to an official ``.pth`` is loaded with a ``--preset`` giving its settings;
   a path to one of our ``.safetensors`` files carries its own config.
 """
@@ -138,11 +139,14 @@ _KIND_NAMES = {"estimate": "an estimation model (estimate, eval, --estimate-weig
                "predict": "a MemFlow-P prediction model (predict-next --weights, eval --predict --weights)"}
 
 
-def _check_kind(model: MemFlowNet, kind: str, path: Path) -> None:
-    """A flowcli file carries its kind; refuse the other one here rather than fail inside the model."""
+def _check_kind(model: MemFlowNet, kind: str, path: str | Path, hint: str | None = None) -> None:
+    """A flowcli file carries its kind; refuse the other one here rather than fail inside the model.
+
+    ``hint`` replaces the list of commands that take the file's kind (e.g. a training option)."""
     is_kind = "predict" if model.cfg.predict else "estimate"
     if is_kind != kind:
-        raise CheckpointError(f"{path}: is {_KIND_NAMES[is_kind]}; this needs {_KIND_NAMES[kind].split(' (')[0]}")
+        what = _KIND_NAMES[is_kind] if hint is None else f"{_KIND_NAMES[is_kind].split(' (')[0]} ({hint})"
+        raise CheckpointError(f"{path}: is {what}; this needs {_KIND_NAMES[kind].split(' (')[0]}")
 
 
 def _official_cached(name: str) -> Path:
@@ -154,20 +158,69 @@ def _official_cached(name: str) -> Path:
     return path
 
 
+SHA_RECORD = "sha256.json"
+
+
+def _read_sha_record(for_path: Path) -> dict[str, str]:
+    """The cache's record of downloaded digests ({file name: sha256}); {} if there is none yet.
+
+    A record that is not a JSON object of names to digests (an interrupted write by an older flowcli, an
+    edit) is a :class:`CheckpointError` naming ``for_path`` and the record: it is not ignored, since it is
+    what vouches for the cached files, and it is not guessed at. Deleting it and downloading again records
+    the digests afresh.
+    """
+    record = cache_dir() / SHA_RECORD
+    if not record.is_file():
+        return {}
+    try:
+        known = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(known, dict) or not all(isinstance(v, str) for v in known.values()):
+            raise ValueError("not an object of file names to sha256 digests")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{for_path}: cannot check it against the sha256 record {record}, which is "
+                              f"damaged ({_one_line(exc)}); delete the record and run `flowcli weights download "
+                              f"{for_path.stem}` again") from None
+    return known
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _in_cache(path: Path) -> bool:
+    """Whether ``path`` is a file in the cache folder (the only files the sha256 record describes)."""
+    try:
+        return path.absolute().parent.resolve() == cache_dir().resolve()  # the file itself may be a link
+    except OSError:
+        return False
+
+
 def _check_recorded_sha(path: Path, digest: str) -> None:
-    record = cache_dir() / "sha256.json"
-    known = json.loads(record.read_text()) if record.is_file() else {}
+    """Refuse a cached official checkpoint whose sha256 differs from the one recorded at its download.
+
+    The record (``CACHE/sha256.json``) is keyed by file name and describes the files of the cache folder
+    only: a ``.pth`` anywhere else (a copy, a fine-tune with an official name) is not checked against it.
+    A damaged record is an error (see :func:`_read_sha_record`).
+    """
+    if not _in_cache(path):
+        return
+    known = _read_sha_record(path)
     if path.name in known and known[path.name] != digest:
         raise CheckpointError(f"{path}: sha256 {digest[:16]}... differs from the one recorded at download "
                               f"({known[path.name][:16]}...); delete it and download again")
 
 
 def download_official(name: str) -> Path:
-    """Download an official checkpoint into the cache and record its sha256 (needs internet)."""
+    """Download an official checkpoint into the cache and record its sha256 (needs internet).
+
+    The first digest seen for a file name is kept (a later download must match it); the record is
+    replaced atomically, so an interrupted write never leaves it damaged.
+    """
     if name not in OFFICIAL_NAMES:
         raise CheckpointError(f"unknown official weights {name!r}; choose from {', '.join(OFFICIAL_NAMES)}")
-    from .atomic import atomic_path
+    from .atomic import atomic_path, write_bytes_atomic
     dest = cache_dir() / f"{name}.pth"
+    known = _read_sha_record(dest)  # a damaged record stops here, before the download
     url = RELEASE_URL.format(file=f"{name}.pth")
     try:
         with atomic_path(dest, overwrite=True) as tmp, urllib.request.urlopen(url, timeout=60) as resp:
@@ -177,10 +230,10 @@ def download_official(name: str) -> Path:
     except OSError as exc:
         raise CheckpointError(f"cannot download {url}: {exc}") from None
     digest = sha256_file(dest)
-    record = cache_dir() / "sha256.json"
-    known = json.loads(record.read_text()) if record.is_file() else {}
-    known.setdefault(dest.name, digest)
-    record.write_text(json.dumps(known, indent=2))
+    if dest.name not in known:
+        known[dest.name] = digest
+        write_bytes_atomic(cache_dir() / SHA_RECORD, (json.dumps(known, indent=2) + "\n").encode(),
+                           overwrite=True)
     _check_recorded_sha(dest, digest)
     return dest
 

@@ -461,3 +461,99 @@ def test_disk_full_while_writing_png_names_the_png(tmp_path, flows, monkeypatch)
     result = run("viz", str(flows), "-o", str(out))
     assert_one_line_error(result, 1, f"{out / 'frame_1.png'}: No space left on device")
     assert not out.exists()
+
+
+# ------------------------------------------------------------------ option values, out of memory, help
+
+def _all_params():
+    """(command path, parameter) for every option of every command, subcommands included."""
+    ctx = click.Context(cli)
+    todo = [(name, cli.get_command(ctx, name)) for name in cli.list_commands(ctx)]
+    while todo:
+        path, cmd = todo.pop()
+        if isinstance(cmd, click.Group):
+            todo += [(f"{path} {name}", cmd.get_command(ctx, name)) for name in cmd.list_commands(ctx)]
+        for param in cmd.params:
+            yield path, param
+
+
+def test_every_float_option_refuses_nan_and_infinity():
+    """click's FloatRange lets nan through any bounds and inf through a missing upper one."""
+    floats = [(path, p.name) for path, p in _all_params() if isinstance(p.type, click.types.FloatParamType)]
+    assert ("viz", "fps") in floats and ("train", "lr") in floats and ("batch", "max_flow") in floats
+    plain = [(path, p.name) for path, p in _all_params() if isinstance(p.type, click.types.FloatParamType)
+             and not isinstance(p.type, cli_mod.FiniteFloatRange)]
+    assert plain == []
+
+
+# a crop size train refuses after parsing: the float options are checked first, and without that check
+# nothing would train here anyway
+NO_RUN = ["--size", "30x30"]
+
+
+@pytest.mark.parametrize("args", [
+    ["estimate", "IN", "-o", "OUT", "--max-flow", "nan"],
+    ["estimate", "IN", "-o", "OUT", "--max-flow", "inf"],
+    ["estimate", "IN", "-o", "OUT", "--scale", "nan"],
+    ["predict-next", "IN", "-o", "OUT", "--max-flow", "nan"],
+    ["batch", "IN", "-o", "OUT", "--max-flow", "inf"],
+    ["viz", "FLOW", "-o", "OUT", "--max-flow", "nan"],
+    ["viz", "FLOW", "-o", "OUT", "--arrows", "--arrow-scale", "inf"],
+    ["viz", "FLOW", "-o", "OUT.mp4", "--video", "--fps", "nan"],
+    ["viz", "FLOW", "-o", "OUT.mp4", "--video", "--fps", "1e-30"],
+    ["viz", "FLOW", "-o", "OUT.mp4", "--video", "--fps", "1e12"],
+    ["train", "-o", "OUT", "--lr", "nan", *NO_RUN],
+    ["train", "-o", "OUT", "--max-speed", "inf", *NO_RUN],
+    ["train", "-o", "OUT", "--speed-exponent", "nan", *NO_RUN],
+    ["train", "-o", "OUT", "--predict", "--estimated-past", "nan", *NO_RUN],
+    ["train", "-o", "OUT", "--predict", "--occluded-weight", "nan", *NO_RUN],
+])
+def test_non_finite_or_out_of_range_floats_are_usage_errors(tmp_path, flows, args):
+    """Before: internal errors (ValueError, 'cannot convert float NaN to integer', Mp4Writer's fps 0), or
+    a bare NaN written into flowcli.json (--max-flow nan with flo files only)."""
+    names = {"IN": str(flows), "FLOW": str(flows / "frame_1.flo"), "OUT": str(tmp_path / "o")}
+    for name, value in names.items():
+        args = [a.replace(name, value) for a in args]
+    result = run(*args)
+    assert result.exit_code == 2, result.output
+    assert ("is not a finite number" in result.stderr) != ("is not in the range" in result.stderr), result.stderr
+    assert "Traceback" not in result.output and not list(tmp_path.glob("o*"))
+
+
+def test_viz_fps_range_covers_what_the_video_writer_stores(tmp_path, flows):
+    for fps in ("0.001", "1000"):
+        out = tmp_path / f"v{fps}.mp4"
+        result = run("viz", str(flows), "-o", str(out), "--video", "--fps", fps, "--json")
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["fps"] == float(fps) and out.stat().st_size > 0
+
+
+def test_out_of_memory_is_a_one_line_failure_not_an_internal_error():
+    """e.g. `estimate - --size 16000x16000` on a small machine; Python, NumPy and torch report it differently."""
+    import torch
+    errors = []
+    for allocate in (lambda: bytearray(1 << 62), lambda: np.empty((1 << 40, 1 << 20), np.uint8),
+                     lambda: torch.empty(1 << 50, dtype=torch.uint8)):
+        try:
+            allocate()
+        except (MemoryError, RuntimeError) as exc:
+            errors.append(exc)
+    assert len(errors) == 3
+    messages = [cli_mod._describe(exc) for exc in errors]
+    for message, code in messages:
+        assert code == 1 and message.startswith("out of memory") and "internal" not in message
+    assert "Unable to allocate" in messages[1][0] and "could not allocate 1024.0 TiB" in messages[2][0]
+    assert cli_mod._describe(RuntimeError("something else"))[0].startswith("internal error: RuntimeError")
+
+
+@pytest.mark.parametrize("command", ["estimate", "predict-next", "batch"])
+def test_format_help_says_what_video_alone_writes(command):
+    """estimate, predict-next and batch write only flow.mp4 for --video without --format (predict-next
+    with --with-estimate also writes flo files: checked by running them)."""
+    result = run(command, "--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    start = text.index("--format")
+    assert "with --video and no --format only flow.mp4 is written" in text[start:start + 400]
+    if command != "estimate":
+        assert "--with-estimate" in text[start:start + 400]

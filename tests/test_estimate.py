@@ -364,3 +364,120 @@ def test_one_frame_video_leaves_no_empty_folder_and_debug_after_command(tmp_path
     assert code == 1 and not out.exists()
     code = main(["estimate", str(one), "-o", str(out), "--weights", str(small_weights), "--quiet", "--debug"])
     assert code == 0 and (out / "000000.flo").exists()
+
+
+def test_huge_stdin_frame_size_is_refused_before_reading(tmp_path, small_weights):
+    """`--size 100000x100000` with a few bytes on stdin used to fail allocating a 30 GB frame buffer
+    (internal error: MemoryError)."""
+    import io
+
+    from flowcli.errors import InputError
+    from flowcli.sources import MAX_FRAME_PIXELS, open_source
+    out = tmp_path / "o"
+    res = CliRunner().invoke(cli, ["estimate", "-", "--size", "100000x100000", "-o", str(out), "--weights",
+                                   str(small_weights)], input=b"\0" * 100)
+    assert res.exit_code == 2 and "--size" in res.stderr and f"at most {MAX_FRAME_PIXELS}" in res.stderr
+    assert "Traceback" not in res.output and not out.exists()
+    with pytest.raises(InputError, match="pixels"):
+        open_source("-", size=(100000, 100000), stdin=io.BytesIO(b"\0" * 100))
+    with open_source("-", size=(16384, 16384), stdin=io.BytesIO(b"\0" * 100)) as src:  # the largest allowed
+        with pytest.raises(InputError, match="partial frame"):
+            list(src)
+
+
+def test_preset_with_shipped_weights_or_an_unknown_preset_is_a_usage_error(tmp_path, demo_video, conformance_dir):
+    """A shipped name carries its own settings like a .safetensors path (--preset was silently ignored);
+    an unknown preset was a CheckpointError (exit 1) after the weights were found."""
+    from flowcli.weights import default_name
+    shipped = default_name("estimate")
+    if shipped is None:
+        pytest.skip("no shipped weights in this install")
+    pth = str(conformance_dir / "memflow_est_seed0.pth")
+    out = str(tmp_path / "o")
+    for args, needle in (
+            (["estimate", str(demo_video), "-o", out, "--weights", shipped, "--preset", "sintel"], shipped),
+            (["estimate", str(demo_video), "-o", out, "--preset", "sintel"], "--weights PATH.pth"),
+            (["eval", str(tmp_path), "--layout", "sintel", "--weights", shipped, "--preset", "sintel"], shipped),
+            (["predict-next", str(demo_video), "-o", out, "--weights", pth, "--estimate-preset", "sintel"],
+             "--estimate-weights PATH.pth"),
+            (["estimate", str(demo_video), "-o", out, "--weights", pth, "--preset", "bogus"],
+             "choose from things, sintel, kitti, spring"),
+            (["predict-next", str(demo_video), "-o", out, "--weights", pth, "--preset", "kitti"],
+             "choose from things, sintel"),
+            (["batch", str(demo_video), "-o", out, "--weights", pth, "--preset", "bogus"], "choose from things")):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 2, (args, res.output)
+        assert "-preset" in res.stderr and needle in res.stderr, res.stderr
+        assert not (tmp_path / "o").exists()
+
+
+def _sha_cache(tmp_path, monkeypatch, conformance_dir):
+    """FLOWCLI_CACHE in tmp_path holding MemFlowNet_things.pth (a copy of the conformance checkpoint)."""
+    import shutil
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    monkeypatch.setenv("FLOWCLI_CACHE", str(cache))
+    shutil.copy(conformance_dir / "memflow_est_seed0.pth", cache / "MemFlowNet_things.pth")
+    return cache
+
+
+def test_sha256_record_applies_to_the_cache_folders_files_only(tmp_path, monkeypatch, conformance_dir):
+    """The record is keyed by file name: it used to refuse any MemFlowNet_things.pth anywhere (a user's own
+    copy, a fine-tune), telling the user to delete it."""
+    import json
+    import shutil
+
+    from flowcli.errors import CheckpointError
+    from flowcli.weights import load_weights
+    cache = _sha_cache(tmp_path, monkeypatch, conformance_dir)
+    (cache / "sha256.json").write_text(json.dumps({"MemFlowNet_things.pth": "0" * 64}))
+    mine = tmp_path / "mine" / "MemFlowNet_things.pth"
+    mine.parent.mkdir()
+    shutil.copy(cache / "MemFlowNet_things.pth", mine)
+    assert load_weights(str(mine), preset="sintel").path == str(mine)
+    for weights in ("MemFlowNet_things", str(cache / "MemFlowNet_things.pth")):  # the cache's own file is checked
+        with pytest.raises(CheckpointError, match="differs from the one recorded"):
+            load_weights(weights)
+    res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o"), "--weights",
+                                   str(mine), "--preset", "sintel", "--iters", "1", "--end", "2", "--quiet"])
+    assert res.exit_code == 0, res.output
+
+
+def test_damaged_sha256_record_is_a_one_line_error_and_download_writes_it_whole(tmp_path, monkeypatch,
+                                                                                conformance_dir):
+    """A damaged record gave `internal error: JSONDecodeError` for every .pth (the record was written in
+    place, non-atomically). Now: files outside the cache are not concerned, the cache's files get a
+    one-line CheckpointError naming the record, and a download refuses to run until it is deleted."""
+    import json
+
+    from flowcli import weights as W
+    from flowcli.errors import CheckpointError
+    cache = _sha_cache(tmp_path, monkeypatch, conformance_dir)
+    record = cache / "sha256.json"
+    record.write_text('{"MemFlowNet_th')
+    assert W.load_weights(str(conformance_dir / "memflow_est_seed0.pth"), preset="sintel").preset == "sintel"
+    res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o"), "--weights",
+                                   "MemFlowNet_things", "--quiet"])
+    assert res.exit_code == 1 and "internal error" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(record) in lines[0] and "MemFlowNet_things.pth" in lines[0]
+    assert "delete the record" in lines[0]
+    # downloads: from a local folder standing in for the release page (file:// URL, no network)
+    release = tmp_path / "release"
+    release.mkdir()
+    (release / "MemFlowNet_sintel.pth").write_bytes((conformance_dir / "memflow_est_seed0.pth").read_bytes())
+    monkeypatch.setattr(W, "RELEASE_URL", release.as_uri() + "/{file}")
+    with pytest.raises(CheckpointError, match="sha256.json"):
+        W.download_official("MemFlowNet_sintel")
+    assert not (cache / "MemFlowNet_sintel.pth").exists()
+    record.write_text(json.dumps([1, 2]))  # valid JSON, not a record
+    with pytest.raises(CheckpointError, match="not an object"):
+        W.load_weights("MemFlowNet_things")
+    record.unlink()
+    path = W.download_official("MemFlowNet_sintel")
+    digest = W.sha256_file(path)
+    assert json.loads(record.read_text()) == {"MemFlowNet_sintel.pth": digest}
+    assert sorted(p.name for p in cache.iterdir()) == ["MemFlowNet_sintel.pth", "MemFlowNet_things.pth",
+                                                       "sha256.json"]  # no temp files left
+    assert oct(record.stat().st_mode & 0o777) != "0o600"
+    assert W.load_weights("MemFlowNet_sintel").preset == "sintel"

@@ -124,3 +124,21 @@ def test_weights_metadata_turns_tta_on_by_default_and_the_flag_overrides_it(synt
     assert epe(with_tta) == epe(plain, "--tta") != epe(plain)
     r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--tta"])
     assert r.exit_code == 2 and "--tta" in r.output
+
+
+def test_cli_eval_predict_with_an_exact_baseline_prints_no_nan_percentage(tmp_path, p_weights):
+    """No motion anywhere: the constant-velocity baseline is exact (EPE 0), so there is no percentage;
+    the line used to say "nan% higher"."""
+    from flowcli.flowio import write_flow
+    base = export_clips(tmp_path / "static", 1, ClipParams(height=64, width=96, num_frames=3))
+    for flo in (base / "flow").rglob("*.flo"):
+        write_flow(flo, np.zeros((64, 96, 2), np.float32), overwrite=True)
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "static"), "--layout", "sintel", "--predict",
+                                 "--weights", str(p_weights), "--quiet"])
+    assert r.exit_code == 0, r.output
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("all: "))
+    assert "constant velocity 0.000" in line and "nan" not in line.lower()
+    assert line.endswith("no percentage (the baseline is exact)") or line.endswith("the same (both exact)")
+    r = CliRunner().invoke(cli, ["eval", str(tmp_path / "static"), "--layout", "sintel", "--predict",
+                                 "--weights", str(p_weights), "--quiet", "--json"])
+    assert json.loads(r.stdout)["improvement"]["all"] is None

@@ -239,3 +239,77 @@ def test_ship_weights_records_default_iterations(tmp_path, monkeypatch):
     assert loaded.name == "mini" and loaded.iters == 8
     for k, v in model.state_dict().items():
         assert torch.equal(loaded.model.state_dict()[k], v), k
+
+
+TINY_RUN = ["--steps", "10", "--max-steps", "1", "--size", "32x32", "--batch-size", "1", "--frames", "2",
+            "--iters", "1", "--eval-every", "100", "--threads", "1", "--quiet"]
+
+
+def _cli_train(out, *extra):
+    """`flowcli train` in this process: for runs that stop before training (errors)."""
+    return CliRunner().invoke(cli, ["train", "-o", str(out), *TINY_RUN, *extra])
+
+
+def _train_process(out, *extra):
+    """A one-step training run on tiny crops in its own process (a second in-process run's DataLoader
+    worker, forked from a process that has trained before, can hang)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    flowcli = Path(sys.executable).parent / "flowcli"
+    proc = subprocess.run([str(flowcli), "train", "-o", str(out), *TINY_RUN, *extra], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr
+
+
+def _one_line_error(r, needle: str) -> str:
+    assert r.exit_code == 1, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flowcli: error: ") and needle in lines[0], r.stderr
+    assert "internal error" not in r.stderr
+    return lines[0]
+
+
+def test_cli_train_into_a_folder_holding_a_run_needs_resume_or_init(tmp_path):
+    """Without --resume/--init a second `train -o RUN` would replace RUN's trained weights, rewrite its
+    train_config.json and append a second run to log.jsonl: refused, saying how to continue."""
+    from flowcli.errors import OutputExistsError
+    out = tmp_path / "run"
+    _train_process(out)
+    files = {name: (out / name).read_bytes() for name in ("latest.safetensors", "train_config.json", "log.jsonl")}
+    for extra in ([], ["--max-steps", "2"], ["--predict"]):
+        msg = _one_line_error(_cli_train(out, *extra), "already holds a training run (latest.safetensors, step 1)")
+        assert f"--resume {out / 'latest.safetensors'}" in msg and "another output folder" in msg
+        assert {name: (out / name).read_bytes() for name in files} == files
+    with pytest.raises(OutputExistsError, match="already holds a training run"):  # the library refuses it too
+        train(TrainConfig(out_dir=str(out)))
+    with pytest.raises(OutputExistsError, match="already holds a training run"):
+        train_predict(PredictTrainConfig(out_dir=str(out)))
+    _train_process(out, "--resume", str(out / "latest.safetensors"))      # continuing it works
+    assert int(model_from_safetensors(out / "latest.safetensors")[1]["step"]) == 2
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+    _train_process(out, "--init", str(out / "latest.safetensors"))        # so does a fresh schedule from it
+    assert int(model_from_safetensors(out / "latest.safetensors")[1]["step"]) == 1
+
+
+def test_cli_train_bad_lr_and_weights_of_the_wrong_kind_fail_before_anything_is_written(tmp_path):
+    from flowcli.errors import CheckpointError
+    from flowcli.weights import save_safetensors
+    out = tmp_path / "run"
+    for lr in ("nan", "inf", "-1", "0"):
+        r = _cli_train(out, "--lr", lr)
+        assert r.exit_code == 2 and "--lr" in r.output and "Traceback" not in r.output, (lr, r.output)
+        assert not out.exists()
+    est = save_safetensors(tmp_path / "est.safetensors", MemFlowNet(CPU_SMALL), iters=2)
+    pred = save_safetensors(tmp_path / "p.safetensors", MemFlowNet(CPU_SMALL_P), iters=1)
+    for extra, needle in ((["--resume", str(pred)], "train it with --predict"),
+                          (["--init", str(pred)], "train it with --predict"),
+                          (["--predict", "--resume", str(est)], "train it without --predict")):
+        msg = _one_line_error(_cli_train(out, *extra), needle)
+        assert msg.startswith(f"flowcli: error: {extra[-1]}: is ")
+        assert not out.exists()
+    with pytest.raises(CheckpointError, match="MemFlow-P"):
+        train(TrainConfig(out_dir=str(out)), resume=str(pred))
+    with pytest.raises(ValueError, match="lr"):
+        train_predict(PredictTrainConfig(out_dir=str(out), lr=float("nan")))
+    assert not out.exists()
