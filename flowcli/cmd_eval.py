@@ -91,8 +91,12 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
         if weights or preset:
             raise click.UsageError("--weights/--preset only apply to --method memflow")
         subject = method
-    if method != "memflow" and (coarse or refine):
-        raise click.UsageError("--coarse-to-fine/--refine only apply to --method memflow")
+    if method != "memflow":  # the classical baselines run at full size with their own settings
+        given = [flag for flag, value in (("--coarse-to-fine/--no-coarse-to-fine", coarse is not None),
+                                          ("--refine/--no-refine", refine is not None), ("--iters", iters),
+                                          ("--warm-start", warm_start), ("--max-side", max_side)) if value]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} only apply to --method memflow")
     report = evaluate(subject, root, layout, iters=iters, warm_start=warm_start, max_side=max_side, coarse=coarse,
                       refine=refine, progress=functools.partial(progress, quiet=quiet))
     if as_json:

@@ -429,3 +429,14 @@ def test_speed_bands_average_only_over_pairs_with_such_pixels():
     assert s["s0_10"] == pytest.approx(3.0) and s["s0_10_count"] == 2   # the fast pair does not count as 0
     assert s["s40"] == pytest.approx(1.0) and s["s40_count"] == 1
     assert math.isnan(s["s10_40"]) and s["s10_40_count"] == 0
+
+
+def test_cli_network_options_with_a_classical_method_are_usage_errors(tmp_path):
+    """--method dis/farneback run at full size with their own settings: network options would be ignored."""
+    from click.testing import CliRunner
+
+    from flowcli.cli import cli
+    for extra in (["--max-side", "16"], ["--no-refine"], ["--iters", "3"], ["--warm-start"],
+                  ["--no-coarse-to-fine"]):
+        r = CliRunner().invoke(cli, ["eval", str(tmp_path), "--layout", "sintel", "--method", "dis", *extra])
+        assert r.exit_code == 2 and "only apply to --method memflow" in r.output, (extra, r.output)
