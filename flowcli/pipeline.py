@@ -131,6 +131,11 @@ def check_not_an_input(out: Path, names: list[str], source_name: str | None, pri
                              "choose another output folder")
 
 
+def _as_glob(name: str) -> str:
+    """An output name pattern (``color/{i:06d}.png``) as a glob matching every index."""
+    return name.replace("{i:06d}", "[0-9]" * 6)
+
+
 def _recorded_outputs(meta: dict | None) -> tuple[set[str], bool] | None:
     """The output names and video flag a state file records (None: no record of them, an older flowcli)."""
     try:
@@ -150,7 +155,7 @@ def check_claimed(out: Path, state_path: Path, names: list[str], video: bool, ov
     recorded = _recorded_outputs(meta) if meta is not None else (set(), False)
     if recorded is None:  # a state from before outputs were recorded: it vouches for everything
         return
-    patterns = [n.replace("{i:06d}", "[0-9]" * 6) for n in names if n not in recorded[0]] + \
+    patterns = [_as_glob(n) for n in names if n not in recorded[0]] + \
         ([VIDEO_FILE] if video and not recorded[1] else [])
     for pattern in patterns:
         found = next(iter(sorted(out.glob(pattern))), None)
@@ -209,6 +214,30 @@ def _start_state(path: Path, fingerprint: str, overwrite: bool, source_name: str
     return state, last_index, carried_runs(meta)
 
 
+@dataclass
+class JobState:
+    """What a job finds in its output folder's state file at its start (``open_job_state``)."""
+    path: Path
+    state: dict | None          # the engine state to resume from, if any
+    resume_index: int | None    # the index of its last pair / frame
+    replaces: list              # earlier runs still to clean up (flowcli.replaced)
+    rewrite: bool               # existing files may be rewritten (--overwrite, or an unfinished clean-up)
+    meta: dict[str, str]        # what this job's state files say besides last_index
+
+
+def open_job_state(out: Path, fingerprint: str, names: list[str], video: bool, overwrite: bool,
+                   source_name: str | None) -> JobState:
+    """The checks and state every job starts with, shared by estimate and predict-next: refuse foreign
+    outputs (``check_claimed``) and runs of other settings, load the state, drop a killed run's temp files."""
+    path = out / STATE_FILE
+    check_claimed(out, path, names, video, overwrite)
+    state, resume_index, replaces = _start_state(path, fingerprint, overwrite, source_name)
+    remove_stale_temps(out, names, video)
+    # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
+    return JobState(path, state, resume_index, replaces, overwrite or bool(replaces),
+                    _state_meta(fingerprint, names, video, replaces))
+
+
 def _state_meta(fingerprint: str, names, video: bool, replaces: list) -> dict[str, str]:
     """What a job's state files say besides ``last_index``: who wrote them, what that run
     writes, and the earlier runs it replaces (flowcli.replaced)."""
@@ -234,7 +263,7 @@ def _save_state(path: Path, state: dict[str, torch.Tensor], meta: dict[str, str]
 def remove_stale_temps(out: Path, names: list[str], video: bool) -> int:
     """Remove temp files (flowcli.atomic) that a killed run (SIGKILL, power loss) left for this job's
     outputs, state or record; called once the folder is known to be this job's. Returns the count."""
-    targets = [n.replace("{i:06d}", "[0-9]" * 6) for n in names] + [STATE_FILE, REPORT_FILE] + \
+    targets = [_as_glob(n) for n in names] + [STATE_FILE, REPORT_FILE] + \
         ([VIDEO_FILE] if video else [])
     removed = 0
     for target in targets:
@@ -427,14 +456,10 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
     if "png" in job.formats:
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), job, source, start, step)
-    state_path = out / STATE_FILE
-    names = [FORMAT_FILES[f] for f in job.formats]
-    check_claimed(out, state_path, names, job.video, job.overwrite)
-    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite, getattr(source, "name", None))
-    remove_stale_temps(out, names, job.video)
-    # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
-    rewrite = job.overwrite or bool(replaces)
-    meta = _state_meta(fingerprint, names, job.video, replaces)
+    js = open_job_state(out, fingerprint, [FORMAT_FILES[f] for f in job.formats], job.video, job.overwrite,
+                        getattr(source, "name", None))
+    state_path, state, resume_index, replaces, rewrite, meta = \
+        js.path, js.state, js.resume_index, js.replaces, js.rewrite, js.meta
     render_video = job.video
     if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         # flow.mp4 appears only when a run completes; with a matching state it is this job's

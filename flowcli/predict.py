@@ -344,7 +344,7 @@ def check_prior_step(folder: Path, step: int) -> None:
     except (OSError, ValueError, KeyError, TypeError):
         return
     if recorded is not None and recorded != step:
-        raise InputError(f"{folder}: its flows are {recorded} frame(s) apart (estimate --step {recorded}, "
+        raise InputError(f"{folder}: its flows are {recorded} frame(s) apart (--step {recorded}, recorded in "
                          f"{REPORT_FILE}), this run's pairs {step}; use the same --step")
 
 
@@ -499,9 +499,8 @@ def _run_predict(model: MemFlowNet, job: PredictJob, source, prior: Path | None,
                  estimator: MemFlowNet | None, estimate_info: dict | None, start: int, step: int, device,
                  on_frame) -> PredictReport:
     from .errors import OutputExistsError
-    from .pipeline import (EXACT_FORMATS, STATE_FILE, VIDEO_FILE, _finish_replacing, _read_back, _save_state,
-                           _start_state, _state_meta, _state_metadata, _VideoSink, _write_pair, check_claimed,
-                           FolderClaim, damaged_frames, remove_stale_temps)
+    from .pipeline import (EXACT_FORMATS, VIDEO_FILE, FolderClaim, _finish_replacing, _read_back, _save_state,
+                           _VideoSink, _write_pair, damaged_frames, open_job_state)
     from .replaced import remove_replaced
 
     out = job.out_dir
@@ -509,18 +508,15 @@ def _run_predict(model: MemFlowNet, job: PredictJob, source, prior: Path | None,
         (out / "color").mkdir(exist_ok=True)
     fingerprint = _fingerprint(weights_info.get("sha256", ""), (estimate_info or {}).get("sha256"), job,
                                source, start, step)
-    state_path = out / STATE_FILE
-    check_claimed(out, state_path, job.output_names(), job.video, job.overwrite)
-    state, resume_index, replaces = _start_state(state_path, fingerprint, job.overwrite, getattr(source, "name", None))
-    remove_stale_temps(out, job.output_names(), job.video)
+    js = open_job_state(out, fingerprint, job.output_names(), job.video, job.overwrite,
+                        getattr(source, "name", None))
+    state_path, state, resume_index, replaces, rewrite, meta = \
+        js.path, js.state, js.resume_index, js.replaces, js.rewrite, js.meta
     written_until = resume_index  # this run wrote the outputs of the frames up to here (its state says)
-    # Until the replaced runs are cleaned up, an existing file is this run's only if the state says so.
-    rewrite = job.overwrite or bool(replaces)
-    meta = _state_meta(fingerprint, job.output_names(), job.video, replaces)
     render_video = job.video
     if job.video and (out / VIDEO_FILE).exists() and not rewrite:
         # flow.mp4 appears only when a run completes; with this job's state beside it, it is that run's
-        if not (_state_metadata(state_path) or {}).get("last_index", "").isdigit():
+        if resume_index is None:
             raise OutputExistsError(f"{out / VIDEO_FILE}: already exists (use --overwrite to replace it)")
         render_video = False
     readable = any(f in job.formats for f in EXACT_FORMATS)

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 
 from .errors import OutputExistsError
 from .model import CPU_SMALL, MemFlowNet, ModelConfig
-from .weights import _check_kind, model_from_safetensors, read_safetensors_meta, save_safetensors
+from .weights import check_kind, model_from_safetensors, read_safetensors_meta, save_safetensors
 
 MAX_FLOW = 400.0  # pixels; larger GT vectors are ignored in the loss, as in RAFT
 
@@ -236,11 +236,11 @@ def load_start(path: str, kind: str) -> tuple[MemFlowNet, dict[str, str]]:
     """The model and metadata of ``--resume``/``--init`` weights, refused (CheckpointError) if they are
     not a flowcli safetensors file of ``kind`` ("estimate" or "predict", which ``--predict`` trains)."""
     model, meta = model_from_safetensors(path)
-    _check_kind(model, kind, path, hint=f"train it {'with' if kind == 'estimate' else 'without'} --predict")
+    check_kind(model, kind, path, hint=f"train it {'with' if kind == 'estimate' else 'without'} --predict")
     return model, meta
 
 
-def _check_lr(lr: float) -> None:
+def check_lr(lr: float) -> None:
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr}")
 
@@ -253,7 +253,7 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     """
     out = Path(cfg.out_dir)
     check_run_folder(out, resume, init)
-    _check_lr(cfg.lr)
+    check_lr(cfg.lr)
     torch.set_num_threads(cfg.threads)
     start, seconds_before, cpu_before, samples = 0, 0.0, 0.0, 0
     if resume or init:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .model import CPU_SMALL, MemFlowNet, ModelConfig, forward_interpolate
-from .train import MAX_FLOW, _check_lr, check_run_folder, init_for_training, load_start, lr_at, optimizer_step
+from .train import MAX_FLOW, check_lr, check_run_folder, init_for_training, load_start, lr_at, optimizer_step
 from .weights import save_safetensors
 
 # The prediction model: the small estimator's widths, official P rule for the softmax scale
@@ -203,7 +203,7 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     from .synth import ClipParams, SynthClipDataset
     out = Path(cfg.out_dir)
     check_run_folder(out, resume)
-    _check_lr(cfg.lr)
+    check_lr(cfg.lr)
     if not 0 <= cfg.estimated_past + cfg.noisy_past <= 1:
         raise ValueError("estimated_past + noisy_past must be within [0, 1]")
     torch.set_num_threads(cfg.threads)

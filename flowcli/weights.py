@@ -139,7 +139,7 @@ _KIND_NAMES = {"estimate": "an estimation model (estimate, eval, --estimate-weig
                "predict": "a MemFlow-P prediction model (predict-next --weights, eval --predict --weights)"}
 
 
-def _check_kind(model: MemFlowNet, kind: str, path: str | Path, hint: str | None = None) -> None:
+def check_kind(model: MemFlowNet, kind: str, path: str | Path, hint: str | None = None) -> None:
     """A flowcli file carries its kind; refuse the other one here rather than fail inside the model.
 
     ``hint`` replaces the list of commands that take the file's kind (e.g. a training option)."""
@@ -178,13 +178,9 @@ def _read_sha_record(for_path: Path) -> dict[str, str]:
             raise ValueError("not an object of file names to sha256 digests")
     except (ValueError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{for_path}: cannot check it against the sha256 record {record}, which is "
-                              f"damaged ({_one_line(exc)}); delete the record and run `flowcli weights download "
+                              f"damaged ({' '.join(str(exc).split())}); delete the record and run `flowcli weights download "
                               f"{for_path.stem}` again") from None
     return known
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def _in_cache(path: Path) -> bool:
@@ -269,7 +265,7 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
     digest = sha256_file(path)
     if path.suffix == ".safetensors":
         model, meta = model_from_safetensors(path)
-        _check_kind(model, kind, path)
+        check_kind(model, kind, path)
         return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None,
                              **_flags(meta))
     _check_recorded_sha(path, digest)
