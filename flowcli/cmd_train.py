@@ -21,14 +21,15 @@ optimizer state: resuming needs only that file; the step count and the
 learning-rate schedule position are in its metadata). OUT/log.jsonl has
 one line per step (loss, EPE, lr) and periodic held-out synthetic EPE.
 A folder that already holds a run (OUT/latest.safetensors) is refused
-unless --resume or --init names the weights to start from (--resume
-OUT/latest.safetensors continues it). --resume/--init weights must be of
-the kind trained: a MemFlow-P model with --predict, an estimator without.
-With --predict the model is MemFlow-P: it learns the flow 1 -> 2 of 3-frame
-clips from frame 1 and the past flow 0 -> 1 (the GT; half the time a
-corrupted GT; with --estimated-past, the estimator's flow for a share of the
-samples); the log also has the held-out EPE of the constant-velocity
-baseline. --frames and --iters do not apply to it.
+unless --resume OUT/latest.safetensors continues it or --overwrite
+replaces it (starting there from other --resume/--init weights needs
+--overwrite too; the replaced run's log starts afresh). --resume/--init
+weights must be of the kind trained: a MemFlow-P model with --predict,
+an estimator without. With --predict the model is MemFlow-P: it learns
+the flow 1 -> 2 of 3-frame clips from frame 1 and the past flow 0 -> 1
+(the GT; half the time a corrupted GT; with --estimated-past, the
+estimator's flow for a share of the samples); the log also has the
+held-out EPE of the constant-velocity baseline. --frames and --iters do not apply to it.
 """
 
 
@@ -56,6 +57,8 @@ baseline. --frames and --iters do not apply to it.
 @click.option("--threads", type=click.IntRange(1, 256), default=2, show_default=True)
 @click.option("--save-every", type=click.IntRange(1, None), default=50, show_default=True)
 @click.option("--eval-every", type=click.IntRange(1, None), default=250, show_default=True)
+@click.option("--overwrite", is_flag=True,
+              help="Replace the run that OUT already holds (its weights, config and log).")
 @click.option("--predict", "predict", is_flag=True, help="Train MemFlow-P (next-frame prediction) instead.")
 @click.option("--estimated-past", type=FiniteFloatRange(0.0, 0.5), default=0.0, show_default=True,
               help="With --predict: fraction of samples whose past flow is the shipped estimator's output "
@@ -64,7 +67,8 @@ baseline. --frames and --iters do not apply to it.
               help="With --predict: loss weight of the pixels that the next frame hides.")
 @quiet_option
 def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, clip_frames, iters, lr, max_speed,
-              speed_exponent, bf16, threads, save_every, eval_every, predict, estimated_past, occluded_weight, quiet):
+              speed_exponent, bf16, threads, save_every, eval_every, overwrite, predict, estimated_past, occluded_weight,
+              quiet):
     """Train MemFlow weights from procedurally generated clips with exact ground truth."""
     from .cmd_estimate import parse_size
     from .train import TrainConfig, train
@@ -85,13 +89,13 @@ def train_cmd(out_dir, resume, init, total_steps, max_steps, batch_size, size, c
                                  batch_size=batch_size, height=h, width=w, lr=lr, bf16=bf16, threads=threads,
                                  save_every=save_every, eval_every=eval_every, estimated_past=estimated_past,
                                  occluded_weight=occluded_weight)
-        run = functools.partial(train_predict, cfg, resume=resume)
+        run = functools.partial(train_predict, cfg, resume=resume, overwrite=overwrite)
     else:
         cfg = TrainConfig(out_dir=str(out_dir), total_steps=total_steps, max_steps=max_steps, batch_size=batch_size,
                           height=h, width=w, clip_frames=clip_frames, iters=iters, lr=lr, max_speed=max_speed,
                           speed_exponent=speed_exponent, bf16=bf16, threads=threads, save_every=save_every,
                           eval_every=eval_every)
-        run = functools.partial(train, cfg, resume=resume, init=init)
+        run = functools.partial(train, cfg, resume=resume, init=init, overwrite=overwrite)
     bar = progress(total=max_steps or total_steps, desc="train --predict" if predict else "train", quiet=quiet,
                    unit="step")
 

@@ -214,22 +214,28 @@ def evaluate_synthetic(model: MemFlowNet, cfg: TrainConfig, clips: int, iters: i
     return total / clips
 
 
-def check_run_folder(out_dir: str | Path, resume: str | None = None, init: str | None = None) -> None:
-    """Refuse to start a new run in a folder that already holds one (its ``latest.safetensors``).
+def check_run_folder(out_dir: str | Path, resume: str | None = None, init: str | None = None,
+                     overwrite: bool = False) -> bool:
+    """Refuse to start in a folder that already holds a run (its ``latest.safetensors``) unless the run
+    is continued (``resume`` is that very file) or ``overwrite`` asks to replace it.
 
-    A run from scratch there would replace the trained weights, rewrite ``train_config.json`` and append a
-    second run to ``log.jsonl``. With ``resume`` or ``init`` the weights to start from are named, and the
-    folder's run is continued (``--resume OUT/latest.safetensors``) or replaced on purpose.
+    Anything else there would replace the run's trained weights, rewrite ``train_config.json`` and mix a
+    second run into ``log.jsonl``; naming other start weights (``--init``, or ``--resume`` of another
+    file) is not asking for that. Returns True when a run is being replaced: its log starts afresh.
     """
     latest = Path(out_dir) / "latest.safetensors"
-    if resume or init or not latest.is_file():
-        return
+    if not latest.is_file():
+        return False
+    if resume and not init and Path(resume).resolve() == latest.resolve():
+        return False
+    if overwrite:
+        return True
     try:
         step = f", step {int(read_safetensors_meta(latest)['step'])}"
     except Exception:  # noqa: BLE001 - the step only decorates the message
         step = ""
     raise OutputExistsError(f"{out_dir}: already holds a training run ({latest.name}{step}); continue it with "
-                            f"--resume {latest}, or choose another output folder")
+                            f"--resume {latest}, replace it with --overwrite, or choose another output folder")
 
 
 def load_start(path: str, kind: str) -> tuple[MemFlowNet, dict[str, str]]:
@@ -245,14 +251,15 @@ def check_lr(lr: float) -> None:
         raise ValueError(f"lr must be a positive finite number, got {lr}")
 
 
-def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, progress=None) -> Path:
+def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, progress=None,
+          overwrite: bool = False) -> Path:
     """Train until ``max_steps`` (this run) or ``total_steps`` (schedule end). Returns the weights path.
 
     Everything is checked before the first file is written: the output folder (:func:`check_run_folder`),
     the start weights (:func:`load_start`) and the learning rate.
     """
     out = Path(cfg.out_dir)
-    check_run_folder(out, resume, init)
+    replacing = check_run_folder(out, resume, init, overwrite)
     check_lr(cfg.lr)
     torch.set_num_threads(cfg.threads)
     start, seconds_before, cpu_before, samples = 0, 0.0, 0.0, 0
@@ -277,7 +284,7 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
                         num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log = open(out / "log.jsonl", "a")
+    log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"
     step, t0, cpu0 = start, time.time(), time.process_time()
     data_iter = iter(loader)

@@ -195,14 +195,15 @@ def evaluate_synthetic(model: MemFlowNet, cfg: PredictTrainConfig, clips: int) -
     return {"eval_epe": pe, "eval_baseline_epe": be}
 
 
-def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=None) -> Path:
+def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=None,
+                  overwrite: bool = False) -> Path:
     """Train until ``max_steps`` (this run) or ``total_steps``. Returns the weights path.
 
     As :func:`flowcli.train.train`, everything is checked before the first file is written.
     """
     from .synth import ClipParams, SynthClipDataset
     out = Path(cfg.out_dir)
-    check_run_folder(out, resume)
+    replacing = check_run_folder(out, resume, overwrite=overwrite)
     check_lr(cfg.lr)
     if not 0 <= cfg.estimated_past + cfg.noisy_past <= 1:
         raise ValueError("estimated_past + noisy_past must be within [0, 1]")
@@ -227,7 +228,7 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    log = open(out / "log.jsonl", "a")
+    log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"
     step, t0 = start, time.time()
     data = iter(loader)

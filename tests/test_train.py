@@ -270,9 +270,10 @@ def _one_line_error(r, needle: str) -> str:
     return lines[0]
 
 
-def test_cli_train_into_a_folder_holding_a_run_needs_resume_or_init(tmp_path):
-    """Without --resume/--init a second `train -o RUN` would replace RUN's trained weights, rewrite its
-    train_config.json and append a second run to log.jsonl: refused, saying how to continue."""
+def test_cli_train_into_a_folder_holding_a_run_needs_resume_of_it_or_overwrite(tmp_path):
+    """A second `train -o RUN` that does not continue RUN would replace its trained weights, rewrite its
+    train_config.json and mix a second run into log.jsonl: refused without --overwrite, saying how to
+    continue."""
     from flowcli.errors import OutputExistsError
     out = tmp_path / "run"
     _train_process(out)
@@ -288,8 +289,20 @@ def test_cli_train_into_a_folder_holding_a_run_needs_resume_or_init(tmp_path):
     _train_process(out, "--resume", str(out / "latest.safetensors"))      # continuing it works
     assert int(model_from_safetensors(out / "latest.safetensors")[1]["step"]) == 2
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
-    _train_process(out, "--init", str(out / "latest.safetensors"))        # so does a fresh schedule from it
+    # other start weights into it (--init, even of its own file, or --resume of another file) replace the
+    # run: refused without --overwrite, and nothing is touched
+    other = tmp_path / "other.safetensors"
+    other.write_bytes((out / "latest.safetensors").read_bytes())
+    files = {name: (out / name).read_bytes() for name in files}
+    for extra in (["--init", str(out / "latest.safetensors")], ["--init", str(other)], ["--resume", str(other)]):
+        msg = _one_line_error(_cli_train(out, *extra), "already holds a training run (latest.safetensors, step 2)")
+        assert "--overwrite" in msg
+        assert {name: (out / name).read_bytes() for name in files} == files
+    with pytest.raises(OutputExistsError, match="already holds a training run"):
+        train(TrainConfig(out_dir=str(out)), init=str(other))
+    _train_process(out, "--init", str(other), "--overwrite")                # asked: a fresh schedule from it
     assert int(model_from_safetensors(out / "latest.safetensors")[1]["step"]) == 1
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]
 
 
 def test_cli_train_bad_lr_and_weights_of_the_wrong_kind_fail_before_anything_is_written(tmp_path):
