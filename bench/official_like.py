@@ -255,3 +255,104 @@ class OfficialLikeStream:
             return None
         _, flow_up = self.step(torch.stack([prev, x], dim=1))
         return np.ascontiguousarray(self.padder.unpad(flow_up)[0].permute(1, 2, 0).numpy())
+
+
+# -- the MemFlow-P prediction loop ------------------------------------------------------------------------
+def forward_interpolate(flow: torch.Tensor) -> torch.Tensor:
+    """Official ``core/utils/utils.forward_interpolate`` (RAFT): (2,h,w) -> (2,h,w), on the CPU with numpy:
+    splat each vector to x+u, y+v, keep targets strictly inside the grid, fill the grid by
+    ``scipy.interpolate.griddata(method='nearest')``, once per component (a k-d tree built each time)."""
+    from scipy import interpolate
+    dx, dy = flow[0].detach().cpu().numpy(), flow[1].detach().cpu().numpy()
+    ht, wd = dx.shape
+    x0, y0 = np.meshgrid(np.arange(wd), np.arange(ht))
+    x1, y1 = (x0 + dx).reshape(-1), (y0 + dy).reshape(-1)
+    dx, dy = dx.reshape(-1), dy.reshape(-1)
+    valid = (x1 > 0) & (x1 < wd) & (y1 > 0) & (y1 < ht)
+    if not valid.any():
+        return torch.zeros(2, ht, wd)
+    x1, y1, dx, dy = x1[valid], y1[valid], dx[valid], dy[valid]
+    flow_x = interpolate.griddata((x1, y1), dx, (x0, y0), method="nearest", fill_value=0)
+    flow_y = interpolate.griddata((x1, y1), dy, (x0, y0), method="nearest", fill_value=0)
+    return torch.from_numpy(np.stack([flow_x, flow_y], axis=0)).float()
+
+
+class OfficialLikePredictStream:
+    """The official MemFlow-P evaluation loop (``inference_core_predict.py`` + ``evaluate_MemFlowNet_predict``
+    with ``use_gt=True``, reference section 6), written out the official way:
+
+    * ``step(frame ti, flow_prev)``: the context encoder on frame ti; the readout of the memory alone
+      (einsum + hand-written softmax, float32); ``gru_new`` once on cat[inp, motion_prompt + gamma *
+      readout, flow_prev]; flow = delta + flow_prev, convex-upsampled;
+    * ``set_memory(frames ti, ti+1, past flow)``: the feature encoder on BOTH frames (a batch of 2, so
+      every frame is encoded twice), the all-pairs correlation pyramid rebuilt, one lookup at
+      coords0 + flow, the motion encoder and ``to_v``; the value stored under frame ti's key;
+    * ``flow_prev = forward_interpolate(flow)`` with scipy's griddata.
+
+    ``push(frame t, past_flow_low)`` (past flow t-1 -> t on the 1/8 grid, None at t = 0) does
+    set_memory for the pair (t-1, t) and then step(t): the official work for one frame, in the order of
+    :meth:`flowcli.predict.PredictStream.push`. Returns the predicted flow t -> t+1, (H,W,2) float32.
+    """
+
+    def __init__(self, model: MemFlowNet):
+        cfg = model.cfg
+        if not cfg.predict:
+            raise ValueError("the official-like prediction baseline is for the MemFlow-P model")
+        self.cfg, self.w = cfg, _Weights(model)
+        self.scale = cfg.context_dim ** -0.5
+        self.memory = OfficialMemory(cfg.train_avg_length, cfg.memory_max_frames, cfg.memory_min_frames)
+        self.padder = None
+        self.prev = self.prev_key = None
+        self.flow_prev = None
+
+    _prepare = OfficialLikeStream._prepare
+    motion_and_value = OfficialLikeStream.motion_and_value
+
+    def read_memory(self, query: torch.Tensor) -> torch.Tensor | int:
+        """Official ``match_memory(query, None, None)``: the stored keys only; the int 0 when empty."""
+        mem = self.memory
+        if mem.key is None:
+            return 0
+        h, w = query.shape[-2:]
+        scale = self.scale * math.log(mem.key.shape[-1], self.cfg.train_avg_length)
+        similarity = torch.einsum("b c l, b c t -> b t l", query.flatten(2), mem.key) * scale
+        affinity, usage = _do_softmax(similarity, return_usage=True)
+        mem.last_usage = usage
+        readout = mem.value @ affinity
+        return readout.view(readout.shape[0], -1, h, w)
+
+    def set_memory(self, images: torch.Tensor, flow: torch.Tensor) -> None:
+        """images (1, 2, 3, H, W) of frames ti, ti+1; flow (1, 2, h, w) ti -> ti+1 on the 1/8 grid."""
+        b, t = images.shape[:2]
+        fmaps = self.w.encoder("fnet", images.flatten(0, 1), "instance").unflatten(0, (b, t))
+        h, w = fmaps.shape[-2:]
+        corr_fn = OfficialCorrBlock(fmaps[:, 0], fmaps[:, 1], self.cfg.corr_levels, self.cfg.corr_radius)
+        corr = corr_fn(coords_grid(b, h, w, images.device) + flow)
+        _, value = self.motion_and_value(flow, corr)
+        self.memory.add(self.prev_key, value)
+
+    def step(self, image: torch.Tensor, flow_prev: torch.Tensor):
+        w = self.w
+        out = w.encoder("cnet", image, "batch")
+        inp = torch.relu(out)
+        query, key = w.conv("att.to_qk", inp).chunk(2, dim=1)
+        self.prev_key = key
+        glob = w.sd["motion_prompt"] + w.sd["update_block.aggregator.gamma"] * self.read_memory(query)
+        net = w.pcblock("update_block.gru_new", torch.cat([inp, glob.expand_as(inp), flow_prev], dim=1))
+        delta = w.pcblock("update_block.flow_head", net)
+        mask = 0.25 * w.conv("update_block.mask.2", F.relu(w.conv("update_block.mask.0", net)))
+        flow = delta + flow_prev
+        return flow, upsample_flow(flow, mask)
+
+    @torch.inference_mode()
+    def push(self, image: np.ndarray, past_flow_low: torch.Tensor | None = None) -> np.ndarray:
+        x = self._prepare(image)
+        if past_flow_low is not None:
+            self.set_memory(torch.stack([self.prev, x], dim=1), past_flow_low)
+            self.flow_prev = forward_interpolate(past_flow_low[0])[None]
+        if self.flow_prev is None:
+            hp, wp = x.shape[-2:]
+            self.flow_prev = torch.zeros(1, 2, hp // 8, wp // 8)
+        self.prev = x
+        _, flow_up = self.step(x, self.flow_prev)
+        return np.ascontiguousarray(self.padder.unpad(flow_up)[0].permute(1, 2, 0).numpy())

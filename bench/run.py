@@ -233,18 +233,21 @@ def predict_available() -> str:
 def plan_predict(args, precisions) -> list[Job]:
     if predict_available():
         return []
-    return [worker_job(predict_job(hw, p, tta), {"kind": "predict", "size": list(hw), "frames": args.frames,
-                                                 "warmup": args.warmup, "precision": p, "tta": tta}, args.threads)
-            for hw in args.sizes for p, tta in predict_rows(precisions)]
+    return [worker_job(predict_job(hw, p, tta, impl), {"kind": "predict", "size": list(hw), "frames": args.frames,
+                                                       "warmup": args.warmup, "precision": p, "tta": tta,
+                                                       "impl": impl}, args.threads)
+            for hw in args.sizes for p, tta, impl in predict_rows(precisions)]
 
 
-def predict_rows(precisions) -> list[tuple[str, bool]]:
-    """(precision, tta) rows per size: every precision, and fp32 with --tta (mirrored-view averaging)."""
-    return [(p, False) for p in precisions] + ([("fp32", True)] if "fp32" in precisions else [])
+def predict_rows(precisions) -> list[tuple[str, bool, str]]:
+    """(precision, tta, impl) rows per size: the official-like loop (the same-run baseline, float32), then
+    flowcli at every precision, and fp32 with --tta (mirrored-view averaging)."""
+    return ([("fp32", False, "official_like")] + [(p, False, "flowcli") for p in precisions]
+            + ([("fp32", True, "flowcli")] if "fp32" in precisions else []))
 
 
-def predict_job(hw, precision: str, tta: bool) -> str:
-    return f"predict {sz(hw)} {precision}" + (" --tta" if tta else "")
+def predict_job(hw, precision: str, tta: bool, impl: str = "flowcli") -> str:
+    return f"predict {sz(hw)} {precision}" + (" --tta" if tta else "") + (" official-like" if impl != "flowcli" else "")
 
 
 def plan_roofline(args) -> list[Job]:
@@ -451,26 +454,38 @@ def report_precision(args, res, results, precisions, note):
 
 
 def report_predict(args, res, results, precisions):
-    section(f"MemFlow-P prediction loop (flowcli.predict.PredictStream, past flows given; {args.threads} threads)")
+    section(f"MemFlow-P prediction loop (past flows given, as official use_gt; {args.threads} threads): "
+            "flowcli.predict.PredictStream against the official-like loop (bench/official_like.py)")
     if predict_available():
         print(f"skipped: {predict_available()}")
         results["predict"] = {"skipped": predict_available()}
         return
     rows, out = [], []
     for hw in args.sizes:
-        for p, tta in predict_rows(precisions):
-            r = res[predict_job(hw, p, tta)]
-            r.update(size=list(hw), precision=p, tta=tta)
+        base = None
+        for p, tta, impl in predict_rows(precisions):
+            r = res[predict_job(hw, p, tta, impl)]
+            r.update(size=list(hw), precision=p, tta=tta, impl=impl)
             rows.append(r)
             label = p + (" --tta" if tta else "")
             if error_of(r):
-                out.append([sz(hw), label, f"skipped/failed: {error_of(r)[:70]}", "", "", ""])
+                out.append([sz(hw), impl, label, f"skipped/failed: {error_of(r)[:70]}", "", "", "", ""])
                 continue
+            if impl == "official_like":
+                base = r["median_s"]
+            else:
+                r["speedup_vs_baseline"] = base / r["median_s"] if base else None
             q = OFFICIAL_QUOTED_PREDICT.get(hw) if args.threads == QUOTED_THREADS else None
-            out.append([sz(hw), label, fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2),
+            out.append([sz(hw), impl.replace("_", "-"), label, fmt(r["median_s"]), fmt(r["peak_rss_gb"], 2),
+                        ratio(base, r["median_s"]) if impl == "flowcli" else "-",
                         f"{q[0]} s, {q[1]} GB (fp32)" if q else "-", ratio(q[0], r["median_s"]) if q else "-"])
     results["predict"] = rows
-    print(table(["size", "precision", "s/frame", "peak RSS GB", "official (quoted)", "speed-up vs official"], out))
+    print(table(["size", "implementation", "precision", "s/frame", "peak RSS GB", "speed-up vs baseline",
+                 "official (quoted)", "speed-up vs official (quoted)"], out, "llllrrrlr"))
+    print("baseline: the official prediction loop's work per frame written out the official way (feature "
+          "encoder on both frames of each pair, correlation volume rebuilt, scipy forward_interpolate); "
+          "its flows match pred_vectors_seed0.npz. The quoted official figures were measured on the "
+          "session-1 host (Intel, AMX); the baseline is measured on this machine in this run.")
 
 
 def _fp32_by_size(rows, **match) -> dict:
@@ -491,7 +506,7 @@ def report_roofline(args, res, results):
         return
     rate = peak["gemm_gflops"]
     speed = _fp32_by_size(results.get("speed"), impl="flowcli")
-    pred = _fp32_by_size(results.get("predict"), tta=False)  # a dict, not rows, when the section was skipped
+    pred = _fp32_by_size(results.get("predict"), tta=False, impl="flowcli")  # a dict, not rows, when the section was skipped
     rows, out = [], []
     for hw in args.sizes:
         r = res[f"flops {sz(hw)}"]

@@ -213,7 +213,8 @@ def task_model_time(task: dict) -> dict:
 
 def task_predict(task: dict) -> dict:
     """MemFlow-P prediction loop (past flows given, as official use_gt): s/frame after warm-up
-    (``"tta": true``: with the mirrored-view averaging of ``predict-next --tta``)."""
+    (``"tta": true``: with the mirrored-view averaging of ``predict-next --tta``; ``"impl":
+    "official_like"``: the official loop of bench/official_like.py)."""
     from flowcli.engine import StreamOptions
     from flowcli.model import InputPadder, MemFlowNet, get_preset
     from flowcli.predict import PredictStream
@@ -221,8 +222,14 @@ def task_predict(task: dict) -> dict:
     frames = TextureFrames(h, w, task.get("seed", 0))
     torch.manual_seed(task.get("seed", 0))
     model = MemFlowNet(get_preset("sintel", "predict").config).eval()
-    stream = PredictStream(model, StreamOptions(iters=1, precision=task.get("precision", "fp32"),
-                                                tta=task.get("tta", False)))
+    if task.get("impl", "flowcli") == "official_like":
+        from bench.official_like import OfficialLikePredictStream
+        if task.get("precision", "fp32") != "fp32" or task.get("tta"):
+            raise Unsupported("the official-like prediction loop is float32, without --tta")
+        stream = OfficialLikePredictStream(model)
+    else:
+        stream = PredictStream(model, StreamOptions(iters=1, precision=task.get("precision", "fp32"),
+                                                    tta=task.get("tta", False)))
     hp, wp = InputPadder(h, w).padded_size
     low = torch.zeros(1, 2, hp // 8, wp // 8)
     low[:, 0], low[:, 1] = 0.25, 0.125  # the texture moves (+2, +1) px per frame

@@ -16,7 +16,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.official_like import OfficialLikeStream  # noqa: E402
+from bench.official_like import OfficialLikePredictStream, OfficialLikeStream  # noqa: E402
 
 
 def test_official_like_matches_official_golden_vectors(conformance_dir):
@@ -34,6 +34,25 @@ def test_official_like_matches_official_golden_vectors(conformance_dir):
     finally:
         torch.set_num_threads(threads)
     ref = vec["ws0_flow_up_padded"].transpose(0, 2, 3, 1)  # 128x160: no padding
+    assert np.abs(np.stack(flows) - ref).max() < 1e-3
+
+
+def test_official_like_predict_matches_official_golden_vectors(conformance_dir):
+    """The MemFlow-P baseline loop reproduces the official prediction outputs (use_gt=True)."""
+    from flowcli.weights import load_weights
+
+    model = load_weights(str(conformance_dir / "memflow_pred_seed0.pth"), preset="sintel", kind="predict").model
+    vec = np.load(conformance_dir / "pred_vectors_seed0.npz")
+    stream = OfficialLikePredictStream(model)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        flows = [stream.push(vec["frames_uint8"][t],
+                             torch.from_numpy(vec["memory_flow_low"][t - 1])[None] if t else None)
+                 for t in range(len(vec["pred_flow_up"]))]
+    finally:
+        torch.set_num_threads(threads)
+    ref = vec["pred_flow_up"].transpose(0, 2, 3, 1)
     assert np.abs(np.stack(flows) - ref).max() < 1e-3
 
 
@@ -61,6 +80,10 @@ def test_bench_quick(tmp_path):
     assert base["median_s"] > 0 and base["peak_rss_gb"] > 0.05
     assert speed[("flowcli", "fp32")]["speedup_vs_baseline"] > 0
     assert res["flat"]["rss_end_gb"] > 0
+    pred = {(r["impl"], r["precision"], r["tta"]): r for r in res["predict"]}
+    assert pred[("official_like", "fp32", False)]["median_s"] > 0
+    assert pred[("flowcli", "fp32", False)]["speedup_vs_baseline"] > 0
+    assert "MemFlow-P prediction loop" in text
     roof = res["roofline"]
     assert roof["gemm_gflops"] > 1
     assert [r["what"] for r in roof["rows"]] == ["estimate", "P step"]
