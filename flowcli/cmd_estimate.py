@@ -124,7 +124,7 @@ def check_preset(weights: str | None, preset: str | None, kind: str = "estimate"
     from .weights import manifest
     if weights is None:
         which = f"the shipped default weights carry their own settings (give {weights_option} PATH.pth with it)"
-    elif str(weights).endswith(".safetensors"):
+    elif str(weights).lower().endswith(".safetensors"):
         which = "flowcli .safetensors weights carry their own settings"
     elif weights in {e["name"] for e in manifest()}:
         which = f"the shipped weights {weights} carry their own settings"

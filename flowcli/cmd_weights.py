@@ -47,6 +47,9 @@ def list_cmd(as_json):
 @click.argument("name")
 def download_cmd(name):
     """Download official checkpoint NAME into the cache and record its sha256."""
-    from .weights import download_official
+    from .weights import OFFICIAL_NAMES, download_official
+    if name not in OFFICIAL_NAMES:
+        raise click.BadParameter(f"{name!r} is not an official checkpoint; choose from {', '.join(OFFICIAL_NAMES)}",
+                                 param_hint="NAME")
     path = download_official(name)
     click.echo(str(path))

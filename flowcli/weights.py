@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
 import sys
@@ -126,12 +128,24 @@ def read_safetensors_meta(path: str | Path) -> dict[str, str]:
 
 
 def model_from_safetensors(path: str | Path) -> tuple[MemFlowNet, dict[str, str]]:
+    """The model a flowcli safetensors file describes, and its metadata (checked: a damaged or edited
+    config or ``iters`` is a CheckpointError, not a failure inside the model)."""
     meta = read_safetensors_meta(path)
     if "flowcli_config" not in meta:
         raise CheckpointError(f"{path}: safetensors file without a flowcli config in its metadata")
-    model = MemFlowNet(ModelConfig.from_dict(json.loads(meta["flowcli_config"])))
+    try:
+        config = json.loads(meta["flowcli_config"])
+        if not isinstance(config, dict):
+            raise ValueError("not a JSON object")
+        model = MemFlowNet(ModelConfig.from_dict(config))
+        iters = int(meta.get("iters", 12))
+        if iters < 1:
+            raise ValueError(f"iters {iters} < 1")
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: not a valid flowcli weights file (its metadata: "
+                              f"{' '.join(str(exc).split())})") from None
     load_into(model, read_state_dict(path), str(path))
-    return model.eval(), meta
+    return model.eval(), {**meta, "iters": str(iters)}
 
 
 # -- resolving a --weights value ---------------------------------------------------------------------
@@ -209,8 +223,10 @@ def _check_recorded_sha(path: Path, digest: str) -> None:
 def download_official(name: str) -> Path:
     """Download an official checkpoint into the cache and record its sha256 (needs internet).
 
-    The first digest seen for a file name is kept (a later download must match it); the record is
-    replaced atomically, so an interrupted write never leaves it damaged.
+    The download goes to a temp file and replaces the cached file only once it is complete (as long
+    as the server's Content-Length says) and matches the digest recorded for that name, if any: the
+    first digest seen for a file name is kept, so a damaged or different later download is refused
+    and the cached file left as it was. The record is replaced atomically.
     """
     if name not in OFFICIAL_NAMES:
         raise CheckpointError(f"unknown official weights {name!r}; choose from {', '.join(OFFICIAL_NAMES)}")
@@ -220,17 +236,27 @@ def download_official(name: str) -> Path:
     url = RELEASE_URL.format(file=f"{name}.pth")
     try:
         with atomic_path(dest, overwrite=True) as tmp, urllib.request.urlopen(url, timeout=60) as resp:
+            expected = resp.headers.get("Content-Length") if resp.headers else None
+            digest, size = hashlib.sha256(), 0
             with open(tmp, "wb") as fh:
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     fh.write(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"cannot download {url}: {exc}") from None
-    digest = sha256_file(dest)
+                    digest.update(chunk)
+                    size += len(chunk)
+            if expected is not None and expected.isdigit() and size != int(expected):
+                raise CheckpointError(f"cannot download {url}: the transfer stopped at {size:,} of "
+                                      f"{int(expected):,} bytes; nothing was cached, try again")
+            digest = digest.hexdigest()
+            if known.get(dest.name, digest) != digest:
+                raise CheckpointError(f"{url}: sha256 {digest[:16]}... differs from the one recorded at the "
+                                      f"first download ({known[dest.name][:16]}...); the cached file is kept")
+    except (OSError, http.client.HTTPException) as exc:  # (a short body can raise IncompleteRead)
+        raise CheckpointError(f"cannot download {url}: {exc!r}" if not str(exc) else
+                              f"cannot download {url}: {exc}") from None
     if dest.name not in known:
         known[dest.name] = digest
         write_bytes_atomic(cache_dir() / SHA_RECORD, (json.dumps(known, indent=2) + "\n").encode(),
                            overwrite=True)
-    _check_recorded_sha(dest, digest)
     return dest
 
 
@@ -263,7 +289,7 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
             raise CheckpointError(f"{weights}: no such weights file or name (known names: {names})")
     path = Path(path)
     digest = sha256_file(path)
-    if path.suffix == ".safetensors":
+    if path.suffix.lower() == ".safetensors":
         model, meta = model_from_safetensors(path)
         check_kind(model, kind, path)
         return LoadedWeights(model.to(device), path.stem, str(path), digest, int(meta.get("iters", 12)), None,

@@ -481,3 +481,77 @@ def test_damaged_sha256_record_is_a_one_line_error_and_download_writes_it_whole(
                                                        "sha256.json"]  # no temp files left
     assert oct(record.stat().st_mode & 0o777) != "0o600"
     assert W.load_weights("MemFlowNet_sintel").preset == "sintel"
+
+
+def test_download_refuses_a_short_transfer_and_a_mismatch_and_keeps_the_cached_file(tmp_path, monkeypatch,
+                                                                                   conformance_dir):
+    """A transfer that stopped early was cached and its digest recorded as the official one (after which
+    the real file was refused), and a re-download that did not match the record replaced the good cached
+    file before being refused. Served here by a real local HTTP server."""
+    import http.server
+    import json
+    import threading
+
+    from flowcli import weights as W
+    from flowcli.errors import CheckpointError
+    good = (conformance_dir / "memflow_est_seed0.pth").read_bytes()
+    served = {"body": good[:1000], "length": len(good)}
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's name
+            self.send_response(200)
+            self.send_header("Content-Length", str(served["length"]))
+            self.end_headers()
+            self.wfile.write(served["body"])
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        cache = tmp_path / "cache"
+        monkeypatch.setenv("FLOWCLI_CACHE", str(cache))
+        monkeypatch.setattr(W, "RELEASE_URL", f"http://127.0.0.1:{server.server_address[1]}/{{file}}")
+        with pytest.raises(CheckpointError, match="stopped at 1,000 of"):
+            W.download_official("MemFlowNet_things")
+        assert not cache.exists() or sorted(p.name for p in cache.iterdir()) == []
+        served["body"] = good
+        path = W.download_official("MemFlowNet_things")
+        assert path.read_bytes() == good
+        assert json.loads((cache / "sha256.json").read_text()) == {path.name: W.sha256_file(path)}
+        served["body"] = served["length"] * b"x"  # complete, but not the file first recorded
+        with pytest.raises(CheckpointError, match="differs from the one recorded.*the cached file is kept"):
+            W.download_official("MemFlowNet_things")
+        assert path.read_bytes() == good
+        assert sorted(p.name for p in cache.iterdir()) == ["MemFlowNet_things.pth", "sha256.json"]
+        assert W.load_weights("MemFlowNet_things").preset == "things"
+    finally:
+        server.shutdown()
+
+
+def test_damaged_flowcli_weights_metadata_and_upper_case_suffix(tmp_path, conformance_dir):
+    """A flowcli .safetensors with an unparsable config or iters gave 'internal error: JSONDecodeError /
+    ValueError'; a .SAFETENSORS file was read as a .pth and refused as 'could run code'."""
+    from safetensors.torch import load_file, save_file
+
+    from flowcli.weights import default_name, load_weights, weights_dir
+    shipped = weights_dir() / f"{default_name('estimate')}.safetensors"
+    tensors, meta = load_file(str(shipped)), load_weights(None).model.cfg.to_dict()
+    import json
+    for bad_meta, needle in (({"flowcli_config": "{x", "iters": "8"}, "Expecting property name"),
+                             ({"flowcli_config": "[1]", "iters": "8"}, "not a JSON object"),
+                             ({"flowcli_config": json.dumps(meta), "iters": "eight"}, "eight"),
+                             ({"flowcli_config": json.dumps({**meta, "color": 1}), "iters": "8"}, "unknown")):
+        path = tmp_path / "bad.safetensors"
+        save_file(tensors, str(path), metadata=bad_meta)
+        res = CliRunner().invoke(cli, ["estimate", str(conformance_dir), "-o", str(tmp_path / "o"), "--weights",
+                                       str(path), "--end", "2", "--quiet"])
+        assert res.exit_code == 1 and "internal error" not in res.stderr, res.stderr
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "not a valid flowcli weights file" in lines[0] and needle in lines[0], lines
+    upper = tmp_path / "UP.SAFETENSORS"
+    upper.write_bytes(shipped.read_bytes())
+    assert load_weights(str(upper)).model.cfg == load_weights(None).model.cfg
+    res = CliRunner().invoke(cli, ["weights", "download", "nope"])
+    assert res.exit_code == 2 and "not an official checkpoint" in res.output
