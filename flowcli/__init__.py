@@ -11,6 +11,9 @@ Python API (torch is imported on first use, not by ``import flowcli``)::
     flowcli.flow_to_color(flow)                        # (H, W, 3) uint8 RGB, Middlebury colour wheel
 """
 
+import itertools
+import os
+
 __version__ = "0.1.0"
 
 __all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_flow", "flow_to_color"]
@@ -41,6 +44,7 @@ def estimate_flows(source, model=None, *, iters: int | None = None, warm_start: 
 
     ``source``: a video path, an image folder, or any iterable of (H, W, 3) uint8 RGB
     arrays. ``index`` is the first frame of the pair; ``flow`` is (H, W, 2) float32.
+    ``start``/``end``/``step`` select frames (``end`` exclusive) of any source, as the CLI's options.
     Frames are streamed; the memory is carried across the whole source.
     ``model``: None (the shipped weights) or one from :func:`load_model`.
     ``iters``; ``coarse_to_fine`` (start from a half-size pass where motion is large, see
@@ -49,18 +53,22 @@ def estimate_flows(source, model=None, *, iters: int | None = None, warm_start: 
     checkpoints: their preset's iterations, off, off); a model built by hand: 12, off, off.
     """
     from .engine import StreamOptions, iter_flows
-    from .sources import open_source
+    from .sources import Frame, check_selection, open_source
     if model is None:
         model = load_model(device=device)
     given = {"iters": iters, "coarse": coarse_to_fine, "refine": refine}
     defaults = getattr(model, "flowcli_defaults", _BARE_DEFAULTS)
     chosen = {k: defaults[k] if v is None else v for k, v in given.items()}
     options = StreamOptions(warm_start=warm_start, max_side=max_side, precision=precision, **chosen)
-    if isinstance(source, (str, bytes)) or hasattr(source, "__fspath__"):
-        with open_source(str(source), start=start, end=end, step=step) as frames:
+    if isinstance(source, bytes):
+        source = os.fsdecode(source)
+    if isinstance(source, str) or hasattr(source, "__fspath__"):
+        with open_source(os.fspath(source), start=start, end=end, step=step) as frames:
             yield from iter_flows(model, frames, options, device)
-    else:
-        yield from iter_flows(model, source, options, device)
+    else:  # the same selection as for a path; indices count the iterable's frames from 0
+        check_selection(start, end, step)
+        selected = itertools.islice(enumerate(source), start, end, step)
+        yield from iter_flows(model, (Frame(i, image) for i, image in selected), options, device)
 
 
 def read_flow(path):

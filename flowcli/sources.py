@@ -245,6 +245,16 @@ def _natural_key(name: str) -> tuple:
     return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def truncated_png(data) -> bool:
+    """A PNG (by its signature) that does not end with its IEND chunk: cut short. Refused before
+    decoding, because libpng prints its own "libpng error: ..." line on stderr for such files."""
+    data = memoryview(data).cast("B")
+    return bytes(data[:8]) == PNG_SIGNATURE and b"IEND" not in bytes(data[-12:])
+
+
 def read_image_rgb(path: Path) -> np.ndarray:
     """Read one image as (H, W, 3) uint8 RGB, C-contiguous.
 
@@ -256,7 +266,7 @@ def read_image_rgb(path: Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size and not truncated_png(data) else None
     if img is None:
         raise InputError(f"{path}: not a readable image")
     if img.dtype == np.uint16:
@@ -368,7 +378,7 @@ class StdinSource(FrameSource):
             index += 1
 
 
-def _check_selection(start: int, end: int | None, step: int) -> None:
+def check_selection(start: int, end: int | None, step: int) -> None:
     for name, value in (("start", start), ("end", end), ("step", step)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer))):
             raise InputError(f"{name} must be an integer, got {value!r}")
@@ -402,7 +412,7 @@ def open_source(spec: str, *, size: tuple[int, int] | None = None, start: int = 
     stdin and refused elsewhere (frames are never resized here). ``stdin`` is a
     binary stream with ``readinto`` (default ``sys.stdin.buffer``).
     """
-    _check_selection(start, end, step)
+    check_selection(start, end, step)
     if str(spec) == "-":
         if size is None:
             raise InputError("<stdin>: raw rgb24 input needs the frame size (width, height)")

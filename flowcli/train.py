@@ -246,6 +246,23 @@ def load_start(path: str, kind: str) -> tuple[MemFlowNet, dict[str, str]]:
     return model, meta
 
 
+def start_workers(loader: DataLoader):
+    """``iter(loader)``, its worker processes forked while OpenCV's thread pool is stopped.
+
+    A worker is a fork of this process and gets a copy of OpenCV's pool without its threads; once this
+    process had used that pool (an earlier run's evaluation, any cv2 call of the caller), the worker's
+    first cv2 call (``setNumThreads``) waited for good on the copied threads' condition variable: a
+    second ``train()`` in one Python session could hang. The pool is back as it was once the workers run.
+    """
+    import cv2
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # stops the pool's threads here, so a fork copies none
+    try:
+        return iter(loader)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 def check_lr(lr: float) -> None:
     if not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"lr must be a positive finite number, got {lr}")
@@ -281,13 +298,13 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
     loader = DataLoader(_dataset(cfg, cfg.seed * 1_000_003 + start), batch_size=cfg.batch_size,
-                        num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+                        num_workers=cfg.workers)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"
     step, t0, cpu0 = start, time.time(), time.process_time()
-    data_iter = iter(loader)
+    data_iter = start_workers(loader)
     while step < stop:
         batch = next(data_iter)
         for g in opt.param_groups:

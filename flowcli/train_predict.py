@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from .model import CPU_SMALL, MemFlowNet, ModelConfig, forward_interpolate
-from .train import MAX_FLOW, check_lr, check_run_folder, init_for_training, load_start, lr_at, optimizer_step
+from .train import (MAX_FLOW, check_lr, check_run_folder, init_for_training, load_start, lr_at, optimizer_step,
+                    start_workers)
 from .weights import save_safetensors
 
 # The prediction model: the small estimator's widths, official P rule for the softmax scale
@@ -222,7 +223,7 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     params = ClipParams(height=cfg.height, width=cfg.width, num_frames=3)
     loader = DataLoader(SynthClipDataset(10_000_000, cfg.seed * 1_000_003 + start, params),
-                        batch_size=cfg.batch_size, num_workers=cfg.workers, persistent_workers=cfg.workers > 0)
+                        batch_size=cfg.batch_size, num_workers=cfg.workers)
     gen = torch.Generator().manual_seed(cfg.seed + start)
     estimator = PastEstimator(cfg.estimator, cfg.estimator_iters) if cfg.estimated_past > 0 else None
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
@@ -231,7 +232,7 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"
     step, t0 = start, time.time()
-    data = iter(loader)
+    data = start_workers(loader)
     while step < stop:
         batch = next(data)
         for g in opt.param_groups:

@@ -49,3 +49,27 @@ def test_estimate_flows_uses_the_weights_defaults_like_the_cli():
         other = [flow for _, flow in flowcli.estimate_flows(frames, model, **off)][0]
         np.testing.assert_allclose(other, by_stream(**options), atol=1e-5)
         assert np.abs(other - got).max() > 1e-2, off  # each default was on, and is off when asked
+
+
+def test_estimate_flows_selects_frames_of_an_iterable_as_of_a_path(conformance_dir, tmp_path):
+    """start/end/step were silently ignored for an iterable of frames; a bytes path was looked up as
+    the literal text "b'...'"."""
+    import os
+
+    import pytest
+
+    from flowcli.errors import InputError
+    from flowcli.sources import read_image_rgb
+    model = MemFlowNet(CPU_SMALL).eval()
+    frames = [read_image_rgb(p) for p in sorted(conformance_dir.glob("frame_*.png"))]
+    for sel in ({"step": 2}, {"start": 1, "end": 4}, {"start": 1, "step": 3}):
+        from_path = list(flowcli.estimate_flows(conformance_dir, model, iters=1, **sel))
+        from_list = list(flowcli.estimate_flows(iter(frames), model, iters=1, **sel))
+        assert [i for i, _ in from_list] == [i for i, _ in from_path] and from_path, sel
+        for (_, a), (_, b) in zip(from_list, from_path):
+            assert np.array_equal(a, b)
+    assert [i for i, _ in flowcli.estimate_flows(frames, model, iters=1, step=2)] == [0, 2]
+    with pytest.raises(InputError, match="step"):
+        list(flowcli.estimate_flows(frames, model, iters=1, step=0))
+    as_bytes = list(flowcli.estimate_flows(os.fsencode(str(conformance_dir)), model, iters=1, end=2))
+    assert [i for i, _ in as_bytes] == [0]

@@ -251,8 +251,7 @@ def _cli_train(out, *extra):
 
 
 def _train_process(out, *extra):
-    """A one-step training run on tiny crops in its own process (a second in-process run's DataLoader
-    worker, forked from a process that has trained before, can hang)."""
+    """A one-step training run on tiny crops in its own process, as `flowcli train` runs."""
     import subprocess
     import sys
     from pathlib import Path
@@ -326,3 +325,24 @@ def test_cli_train_bad_lr_and_weights_of_the_wrong_kind_fail_before_anything_is_
     with pytest.raises(ValueError, match="lr"):
         train_predict(PredictTrainConfig(out_dir=str(out), lr=float("nan")))
     assert not out.exists()
+
+
+def test_training_after_the_caller_used_opencv_threads_does_not_hang(tmp_path):
+    """A DataLoader worker forked from a process whose OpenCV thread pool had run (a caller's cv2 call,
+    an earlier run's evaluation) waited for good in its first cv2 call: a second training run in one
+    Python session could hang. Run in a subprocess, with a timeout, since the old code hangs."""
+    import subprocess
+    import sys
+    script = (
+        "import sys, cv2, numpy as np\n"
+        "from flowcli.train_predict import PredictTrainConfig, train_predict\n"
+        "cv2.setNumThreads(2)\n"
+        "for _ in range(3):\n"
+        "    cv2.GaussianBlur(np.zeros((2000, 2000, 3), np.float32), (31, 31), 5)\n"
+        "train_predict(PredictTrainConfig(out_dir=sys.argv[1], total_steps=1, batch_size=1, height=32, width=32,\n"
+        "                                 threads=1, eval_every=1000))\n"
+        "assert cv2.getNumThreads() == 2\n"
+        "print('trained')\n")
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path / "run")], capture_output=True, text=True,
+                          timeout=180)
+    assert proc.returncode == 0 and "trained" in proc.stdout, proc.stderr[-2000:]
