@@ -22,14 +22,16 @@ Examples:
   flowcli batch videos/ -o pred/ --mode predict-next --weights P.pth --prior-flows flow/
 
 \b
-INPUT: a video file, a folder (searched recursively for videos; a folder of
-images without videos is one image sequence), or a quoted glob. --manifest:
-one path per line (# comments; relative paths are relative to the manifest).
-Output: OUTROOT/NAME/ per video, NAME = the path below the folder/glob it was
-found in (or as given), extension dropped, "/" -> "__"; inputs sharing a name
-get -HASH8. OUTROOT/ledger.jsonl (or ledger.shard-K-of-N.jsonl) gets one JSON
-line per finished video: video, output, status (done/failed), pairs, seconds,
-error, time.
+INPUT: a video file, a folder (searched recursively for videos; a folder
+holding 2 or more images and no videos is also one image sequence, and its
+subfolders are searched too; a lone image is ignored), or a quoted glob.
+--manifest: one path per line (# comments; relative paths are relative to the
+manifest). Output: OUTROOT/NAME/ per video, NAME = the path below the
+folder/glob it was found in (or as given), extension dropped, "/" -> "__";
+inputs sharing a name get -HASH8, and so do names cut to 100 bytes.
+OUTROOT/ledger.jsonl (or ledger.shard-K-of-N.jsonl) gets one JSON line per
+finished video: video, output, status (done/failed), pairs, seconds, error,
+time.
 
 \b
 Rerun the same command to resume: complete videos (OUTROOT/NAME/flowcli.json

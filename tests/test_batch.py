@@ -166,9 +166,36 @@ def test_image_sequences_and_too_small_inputs(assets, tmp_path):
     assert res.exit_code == 1
     recs = {r["output"]: r for r in _consistent(out)}
     assert recs["walk"]["status"] == "done" and recs["walk"]["pairs"] == 3
-    assert "at least 2 frames" in recs["single"]["error"]
+    assert "single" not in recs  # one image is not a sequence (no flow): not an input
     assert "at least 2 frames" in recs["one_frame"]["error"]
     assert sorted(p.name for p in out.iterdir()) == ["ledger.jsonl", "walk"]  # no empty folders left
+    res = _run(_args(assets, seqs / "single", "-o", out))
+    assert res.exit_code == 1 and "folders of 2+ images" in res.output
+
+
+def test_stray_image_does_not_hide_videos_below(assets, tmp_path):
+    """A folder is an image sequence only with 2+ images, and its subfolders are still searched."""
+    import cv2
+    ds = tmp_path / "ds"
+    shutil.copytree(assets / "vids", ds / "cam1")  # a.mp4 b.mp4 c.mp4
+    frame = np.tile((np.arange(64, dtype=np.uint8) * 4)[None, :, None], (48, 1, 3))
+    cv2.imwrite(str(ds / "cover.png"), frame)      # one stray image at the top
+    (ds / "seq" / "more").mkdir(parents=True)       # a sequence that also holds a folder with a video
+    for i in range(3):
+        cv2.imwrite(str(ds / "seq" / f"{i:03d}.png"), np.roll(frame, 4 * i, axis=1))
+    shutil.copy(assets / "vids" / "a.mp4", ds / "seq" / "more" / "a.mp4")
+    (ds / "lone").mkdir()
+    cv2.imwrite(str(ds / "lone" / "000.png"), frame)
+    out = tmp_path / "out"
+    res = _run(_args(assets, ds, "-o", out, "--dry-run", "--json"))
+    assert res.exit_code == 0, res.output
+    assert [r["output"] for r in json.loads(res.output)["videos"]] == [
+        "cam1__a", "cam1__b", "cam1__c", "seq", "seq__more__a"]
+    res = _run(_args(assets, ds, "-o", out, "--json"))
+    assert res.exit_code == 0, res.output
+    recs = {r["output"]: r for r in _consistent(out)}
+    assert sorted(recs) == ["cam1__a", "cam1__b", "cam1__c", "seq", "seq__more__a"]
+    assert recs["seq"]["pairs"] == 2 and recs["seq__more__a"]["pairs"] == 3
 
 
 def test_names_collisions_and_discovery(tmp_path, monkeypatch):
@@ -209,6 +236,56 @@ def test_names_collisions_and_discovery(tmp_path, monkeypatch):
         ("d1__x", False), ("x", False), ("missing", True)]
     with pytest.raises(B.InputError, match="no such file"):
         B.discover(["nope.mp4"])
+
+
+def test_long_non_ascii_names_fit_the_file_system(assets, tmp_path):
+    """Names are limited in UTF-8 bytes (a file name may have 255), not characters, and stay distinct."""
+    cjk = tmp_path / "cjk"
+    deep = cjk / ("漢" * 50)
+    deep.mkdir(parents=True)
+    for stem in ("漢" * 50, "漢" * 49 + "字"):  # same first 91 bytes of name
+        shutil.copy(assets / "vids" / "a.mp4", deep / f"{stem}.mp4")
+    shutil.copy(assets / "vids" / "b.mp4", cjk / "zz.mp4")
+    out = tmp_path / "out"
+    res = _run(_args(assets, cjk, "-o", out, "--json"))
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["done"] == 3
+    names = [r["output"] for r in _consistent(out)]
+    assert len(set(names)) == 3 and "zz" in names
+    assert all(len(n.encode()) <= 100 for n in names), names
+    one, other = B.stable_name("é" * 60), B.stable_name("é" * 59 + "e")  # 120 and 119 bytes
+    assert one != other and len(one.encode()) <= 100 and len(other.encode()) <= 100
+
+
+def test_undecodable_file_names_get_hashed_names(assets, tmp_path):
+    """File names that are not UTF-8 (str with surrogates) are hashed as their bytes, not a crash."""
+    root = tmp_path / "latin1"
+    for sub, raw in (("a", b"x\xe9.mp4"), ("b", b"x\xe8.mp4")):  # both named "x": hashed by path
+        (root / sub).mkdir(parents=True)
+        shutil.copy(assets / "vids" / "a.mp4", os.path.join(os.fsencode(root / sub), raw))
+    videos = [str(p) for p in sorted(root.glob("*/*.mp4"))]
+    out = tmp_path / "out"
+    res = _run(_args(assets, *videos, "-o", out, "--json"))
+    assert res.exit_code == 0, res.output
+    names = sorted(r["output"] for r in _consistent(out))
+    assert len(names) == 2 and all(re.fullmatch(r"x-[0-9a-f]{8}", n) for n in names), names
+
+
+def test_a_video_whose_output_cannot_be_made_fails_alone(assets, tmp_path):
+    """An OSError on the output folder (here a name too long, from the ledger) fails that video; the rest run."""
+    vids, out = _videos(assets, tmp_path, corrupt=False), tmp_path / "out"
+    out.mkdir()
+    too_long = "x" * 300  # e.g. a ledger written on a file system that allows longer names
+    (out / "ledger.jsonl").write_text(json.dumps({
+        "video": str(vids / "a.mp4"), "output": too_long, "status": "failed", "pairs": 0, "frames": 0,
+        "seconds": 0.0, "error": "earlier", "time": "2026-01-01T00:00:00.000+00:00"}) + "\n")
+    res = _run(_args(assets, vids, "-o", out, "--retry-failed", "--json"))
+    assert res.exit_code == 1
+    summary = json.loads(res.output.splitlines()[0])
+    assert (summary["done"], summary["failed"]) == (2, 1)
+    last = B.batch_status(out)
+    assert (last["done"], last["failed"]) == (2, 1)
+    assert "File name too long" in last["failures"][0]["error"]
 
 
 def test_shards_cover_every_video_once(assets, tmp_path):
@@ -373,6 +450,9 @@ def test_ledger_survives_a_torn_line_and_missing_ledger_line(assets, tmp_path):
     assert (summary["skipped"], summary["done"]) == (2, 1)  # b found complete on disk, not recomputed
     good = [json.loads(line) for line in ledger.read_text().splitlines() if line.startswith('{"video": "/')]
     assert sorted(r["output"] for r in good) == ["a", "b", "c"]
+    lost, repaired = json.loads(lines[1]), next(r for r in good if r.get("note") == "found complete on disk")
+    assert repaired["output"] == lost["output"] == "b"
+    assert (repaired["pairs"], repaired["frames"]) == (lost["pairs"], lost["frames"]) == (3, 4)
 
 
 def test_predict_next_mode_and_usage_errors(assets, tmp_path):
@@ -398,6 +478,14 @@ def test_predict_next_mode_and_usage_errors(assets, tmp_path):
                 "--json", "--no-tta"])
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["done"] == 0 and json.loads(res.output)["skipped"] == 2, res.output
+    # a lost ledger is rebuilt from the reports with the same counts (predictions are the pairs)
+    ledger = tmp_path / "pred" / "ledger.jsonl"
+    before = [(r["output"], r["pairs"], r["frames"]) for r in _ledger(ledger)]
+    ledger.unlink()
+    res = _run(["batch", str(vids / "a.mp4"), str(vids / "b.mp4"), "-o", str(tmp_path / "pred"), "--mode",
+                "predict-next", "--weights", str(pweights), "--prior-flows", str(est), "--threads", "1", "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert [(r["output"], r["pairs"], r["frames"]) for r in _ledger(ledger)] == before == [("a", 3, 4), ("b", 3, 4)]
     # --tta reaches the stream: other predictions, recorded
     res = _run(["batch", str(vids / "a.mp4"), "-o", str(tmp_path / "tta"), "--mode", "predict-next", "--weights",
                 str(pweights), "--prior-flows", str(est), "--threads", "1", "--quiet", "--tta"])

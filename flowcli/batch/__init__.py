@@ -20,9 +20,11 @@ or the path as given on the command line / in the manifest when that is a
 relative path without ``..`` (else the file name), without the extension,
 separators replaced by ``__`` and other characters than letters, digits, ``_``
 and ``-`` by ``_``. Two inputs with the same name (case-insensitive) both get
-``-`` plus the first 8 hex digits of the sha1 of their absolute path. A video
-keeps the name the ledgers of OUTROOT already give it, so adding inputs later
-never renames existing outputs.
+``-`` plus the first 8 hex digits of the sha1 of their absolute path. A name
+over 100 bytes (UTF-8; file systems allow 255 bytes) is cut to 91 and ends
+with ``-`` plus 8 hex digits of the sha1 of the whole name. A video keeps the
+name the ledgers of OUTROOT already give it, so adding inputs later never
+renames existing outputs.
 
 Done: a video is complete when ``OUTROOT/<name>/flowcli.json`` (written last)
 records the same video and the same settings; such videos are skipped. A failed

@@ -17,7 +17,7 @@ from ..errors import InputError
 
 VIDEO_EXTENSIONS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts",
                     ".wmv", ".flv", ".3gp", ".ogv", ".y4m")
-MAX_NAME = 100
+MAX_NAME = 100          # bytes of UTF-8: file systems limit a name to 255 bytes, not characters
 
 _UNSAFE = re.compile(r"[^\w\-]+", re.UNICODE)
 
@@ -33,22 +33,21 @@ class VideoItem:
     error: str | None = None  # e.g. a manifest entry that does not exist: recorded as failed
 
 
-def _has_media(folder: Path) -> tuple[bool, bool]:
-    """(has video files, has image files) directly in ``folder``."""
+def _is_sequence(folder: Path) -> bool:
+    """``folder`` directly holds at least 2 images (one image has no flow) and no videos."""
     from ..sources import IMAGE_EXTENSIONS
-    videos = images = False
+    images = 0
     try:
         for entry in os.scandir(folder):
             if entry.name.startswith(".") or not entry.is_file():
                 continue
             suffix = os.path.splitext(entry.name)[1].lower()
-            videos = videos or suffix in VIDEO_EXTENSIONS
-            images = images or suffix in IMAGE_EXTENSIONS
-            if videos and images:
-                break
+            if suffix in VIDEO_EXTENSIONS:
+                return False
+            images += suffix in IMAGE_EXTENSIONS
     except OSError:
-        pass
-    return videos, images
+        return False
+    return images >= 2
 
 
 def _inside(path: str, root: str | None) -> bool:
@@ -64,10 +63,11 @@ def _given_rel(spec: str, path: str) -> str:
 
 
 def _walk(root: Path, exclude: str | None) -> list[tuple[str, bool]]:
-    """Videos (recursively) and image-sequence folders under ``root``: [(abs path, is_dir)].
+    """Videos and image-sequence folders below ``root`` (recursively; not ``root`` itself): [(abs path, is_dir)].
 
-    A folder with images and no videos is one image sequence (a leaf: not searched
-    further). Hidden files and folders, and ``exclude`` (OUTROOT), are skipped.
+    A folder with 2+ images and no videos is one image sequence; its subfolders are
+    searched too, so a stray image never hides videos. Hidden files and folders,
+    and ``exclude`` (OUTROOT), are skipped.
     """
     from ..cli import natural_key
     found: list[tuple[str, bool]] = []
@@ -79,10 +79,8 @@ def _walk(root: Path, exclude: str | None) -> list[tuple[str, bool]]:
         dirnames[:] = sorted((d for d in dirnames if not d.startswith(".")), key=natural_key)
         videos = sorted((f for f in filenames if not f.startswith(".")
                          and os.path.splitext(f)[1].lower() in VIDEO_EXTENSIONS), key=natural_key)
-        if not videos and dirpath_abs != os.path.abspath(root) and _has_media(Path(dirpath))[1]:
+        if not videos and dirpath_abs != os.path.abspath(root) and _is_sequence(Path(dirpath)):
             found.append((dirpath_abs, True))
-            dirnames[:] = []
-            continue
         found.extend((os.path.join(dirpath_abs, f), False) for f in videos)
     return found
 
@@ -103,14 +101,12 @@ def _expand(spec: str, shown: str, exclude: str | None, from_manifest: bool) -> 
     path = Path(spec)
     if path.is_dir():
         absdir = os.path.abspath(spec)
-        has_videos, has_images = _has_media(path)
-        if has_images and not has_videos:
-            return [VideoItem(absdir, _given_rel(shown, absdir), True)]
-        found = _walk(path, exclude)
-        if not found:
-            raise InputError(f"{shown}: no videos ({', '.join(VIDEO_EXTENSIONS[:5])}, ...) or image folders "
-                             "found in this folder")
-        return [VideoItem(p, Path(os.path.relpath(p, absdir)).as_posix(), d) for p, d in found]
+        items = [VideoItem(absdir, _given_rel(shown, absdir), True)] if _is_sequence(path) else []
+        items += [VideoItem(p, Path(os.path.relpath(p, absdir)).as_posix(), d) for p, d in _walk(path, exclude)]
+        if not items:
+            raise InputError(f"{shown}: no videos ({', '.join(VIDEO_EXTENSIONS[:5])}, ...) or folders of 2+ "
+                             "images found in this folder")
+        return items
     if path.exists():
         absfile = os.path.abspath(spec)
         return [VideoItem(absfile, _given_rel(shown, absfile), False)]
@@ -122,7 +118,7 @@ def _expand(spec: str, shown: str, exclude: str | None, from_manifest: bool) -> 
             if _inside(m, exclude) or Path(m).name.startswith("."):
                 continue
             if os.path.isdir(m):
-                if _has_media(Path(m)) == (False, True):
+                if _is_sequence(Path(m)):
                     items.append(VideoItem(m, Path(os.path.relpath(m, base)).as_posix(), True))
             elif os.path.splitext(m)[1].lower() in VIDEO_EXTENSIONS:
                 items.append(VideoItem(m, Path(os.path.relpath(m, base)).as_posix(), False))
@@ -161,8 +157,8 @@ def discover(inputs: Sequence[str] = (), manifest: str | os.PathLike | None = No
              exclude: str | os.PathLike | None = None) -> list[VideoItem]:
     """The videos named by ``inputs`` (files, folders, globs) and ``manifest``, each once, in order.
 
-    Folders are searched recursively for video files; a folder holding images
-    (and no videos) is one image sequence. ``exclude`` (the output root) is never
+    Folders are searched recursively for video files; a folder holding 2+ images
+    and no videos is also one image sequence. ``exclude`` (the output root) is never
     searched. A command-line input that does not exist is an InputError; a manifest
     line that does not exist becomes an item with ``error`` set (recorded as failed).
     """
@@ -192,13 +188,18 @@ def stable_name(rel: str, is_dir: bool = False) -> str:
     if parts and not is_dir:
         parts[-1] = os.path.splitext(parts[-1])[0] or parts[-1]
     name = "__".join(_UNSAFE.sub("_", x).strip("_") or "_" for x in parts) or "video"
-    if len(name) > MAX_NAME:
-        name = name[:MAX_NAME - 9] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    if len(name.encode()) > MAX_NAME:
+        name = _hashed(name, name)
     return name
 
 
-def _hashed(name: str, path: str) -> str:
-    return f"{name[:MAX_NAME - 9]}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+def _hashed(name: str, key: str) -> str:
+    """``name`` cut to fit MAX_NAME bytes (never inside a character), ``-``, 8 hex digits of sha1(key).
+
+    ``key`` may be a path holding undecodable bytes (surrogates): they are hashed as the bytes they were.
+    """
+    head = name.encode()[:MAX_NAME - 9].decode("utf-8", "ignore")
+    return f"{head}-{hashlib.sha1(key.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
 
 
 def assign_names(items: Sequence[VideoItem], known: dict[str, str] | None = None) -> list[VideoItem]:

@@ -50,6 +50,17 @@ def _complete(out_root: Path, item: VideoItem, key: str | None) -> dict | None:
     return rep
 
 
+def _counts(rep: dict) -> tuple[int, int]:
+    """(pairs, frames) from a complete video's report, counted as :meth:`VideoRunner.run` counts them.
+
+    An estimate report has no ``frames``, a predict-next report no ``pairs`` (it has ``predictions``).
+    """
+    if rep.get("command") == "predict-next":
+        return int(rep.get("predictions") or 0), int(rep.get("frames") or 0)
+    pairs = int(rep.get("pairs") or 0)
+    return pairs, pairs + 1 if pairs else 0
+
+
 def plan_batch(inputs: Sequence[str], out_root: str | os.PathLike, *, manifest=None,
                shard: tuple[int, int] | None = None, retry_failed: bool = False, overwrite: bool = False,
                key: str | None = None) -> BatchPlan:
@@ -76,8 +87,9 @@ def plan_batch(inputs: Sequence[str], out_root: str | os.PathLike, *, manifest=N
         if rep is not None:
             actions[it.path] = "skip-done"
             if not last or last.get("status") != "done" or (key is not None and last.get("settings") != key):
+                pairs, frames = _counts(rep)
                 repairs.append({"video": it.path, "output": it.name, "status": "done",
-                                "pairs": rep.get("pairs", 0), "frames": rep.get("frames", 0),
+                                "pairs": pairs, "frames": frames,
                                 "seconds": rep.get("seconds", 0.0), "error": None, "time": _now(),
                                 "mode": (rep.get("command") or ""), "settings": key,
                                 "host": socket.gethostname(), "note": "found complete on disk"})

@@ -189,10 +189,11 @@ class VideoRunner:
                                "settings": self.key, "host": socket.gethostname()}
         t0 = time.perf_counter()
         self.pairs_done = 0
-        created = not out_dir.exists()
+        created = False
         try:
             if item.error:
                 raise InputError(item.error)
+            created = not out_dir.exists()  # in the try: a bad name (too long, ...) fails this video only
             _clean_stale_temps(out_dir)
             started = time.strftime("%Y-%m-%dT%H:%M:%S")
             source = open_job_source(item.path, None, spec.start, spec.end, spec.step)
