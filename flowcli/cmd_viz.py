@@ -20,14 +20,16 @@ MIN_FPS, MAX_FPS = 0.001, 1000.0
 # =========================================================================== viz
 
 def _read_image(path: Path):
-    import cv2
+    """The source frame as RGB, read as ``flowcli estimate`` reads frames.
 
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        if not path.exists():
-            raise InputError(f"{path}: no such image")
-        raise InputError(f"{path}: not a readable image")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    Not cv2.imread: that returns a truncated JPEG as a half-grey picture (and libjpeg
+    prints a warning); cv2.imdecode refuses it, so viz says the image is damaged.
+    """
+    from .sources import read_image_rgb
+
+    if not path.exists():
+        raise InputError(f"{path}: no such image")
+    return read_image_rgb(path)
 
 
 def _frame_index(flow: Path) -> int | None:
@@ -66,6 +68,18 @@ def _image_list(image: Path, flows: list[Path]) -> list[Path]:
     if not image.exists():
         raise InputError(f"{image}: no such image or folder")
     return [image] * len(flows)
+
+
+def _check_parent_folders(path: Path) -> None:
+    """Refuse an output below an existing file (``-o afile/x.png``) before writing anything.
+
+    Creating the folders would fail with a bare "afile: File exists", which does not say what is wrong.
+    """
+    for parent in path.parents:
+        if parent.exists():  # False below a file (ENOTDIR), so the first existing one is the culprit
+            if not parent.is_dir():
+                raise InputError(f"{parent}: is not a folder, so {path} cannot be written there")
+            return
 
 
 @contextlib.contextmanager
@@ -232,10 +246,12 @@ def viz(flows: tuple[str, ...], out: Path, max_flow: float | None, normalize: st
     # -- inputs and outputs, all checked before anything is written -----------
     inputs = expand_inputs(flows, FLOW_EXTENSIONS, what="flow")
     if video:
+        _check_parent_folders(out)
         check_writable(out, overwrite)
         targets: list[Path] = []
     else:
         targets = _plan_png_outputs(inputs, out)
+        _check_parent_folders(targets[0])  # all targets are in one folder
         for t in targets:
             check_writable(t, overwrite)
         input_set = {p.resolve() for p in inputs}

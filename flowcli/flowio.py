@@ -6,6 +6,16 @@ invalid pixels as NaN in both channels. Each format's own way of marking
 unknown pixels (1e10 in .flo, B == 0 in KITTI) is translated at the boundary so
 the rest of the code only ever has to test for NaN.
 
+One rule for unknown, in every format, on reading and on writing (and in
+:mod:`flowcli.viz`): a pixel is unknown when u or v is NaN, infinite or larger
+than 1e9 in absolute value. The 1e9 threshold is Middlebury's .flo convention;
+it applies to .npy and .pfm too because no real displacement is that long
+(images are at most 100 000 pixels wide), and because otherwise the same flow
+would read back differently depending on its format. So an .npy holding 1e10
+or 1e300 reads as unknown (NaN), and a writer stores such a pixel as its
+format's unknown (1e10 in .flo, B == 0 in KITTI, NaN in .npy and .pfm), never
+as a valid vector (KITTI would have clamped it to 512 px).
+
 Every writer goes through :func:`flowcli.atomic.atomic_path`, so a crash never
 leaves a half-written flow file and an existing file is only replaced when the
 caller passes ``overwrite=True``.
@@ -13,6 +23,7 @@ caller passes ``overwrite=True``.
 from __future__ import annotations
 
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -23,6 +34,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
+from .sources import truncated_png
 
 __all__ = [
     "FLOW_EXTENSIONS",
@@ -43,7 +55,8 @@ FLOW_EXTENSIONS = (".flo", ".png", ".npy", ".pfm")
 FORMAT_EXTENSIONS = {"flo": ".flo", "kitti": ".png", "npy": ".npy", "pfm": ".pfm"}
 
 FLO_TAG = 202021.25
-FLO_UNKNOWN_THRESHOLD = 1e9  # Middlebury: |u| or |v| above this means "unknown"
+UNKNOWN_THRESHOLD = 1e9  # |u| or |v| above this means "unknown" (Middlebury's rule, used for every format)
+FLO_UNKNOWN_THRESHOLD = UNKNOWN_THRESHOLD
 FLO_UNKNOWN_VALUE = 1e10  # what we write for unknown pixels (Middlebury convention)
 MAX_SIDE = 100_000  # larger width/height in a header means a corrupt or foreign file
 
@@ -66,12 +79,19 @@ def _as_flow(flow: np.ndarray) -> np.ndarray:
         raise ValueError(f"flow must have shape (H, W, 2) with H, W > 0, got {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise ValueError(f"flow must be a real number array, got dtype {arr.dtype}")
-    return arr.astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # beyond float32's range is beyond 1e9: unknown either way
+        return arr.astype(np.float32, copy=False)
 
 
 def _invalid_mask(flow: np.ndarray) -> np.ndarray:
-    """(H, W) bool: pixels where either channel is not finite."""
-    return ~np.isfinite(flow).all(axis=2)
+    """(H, W) bool: unknown pixels, where either channel is NaN, inf or beyond +-1e9.
+
+    Compared as ``> T`` and ``< -T`` rather than ``abs() > T``: abs of the most
+    negative integer wraps around to a negative number.
+    """
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(flow) | (flow > UNKNOWN_THRESHOLD) | (flow < -UNKNOWN_THRESHOLD)
+    return bad.any(axis=2)
 
 
 def _nan_invalid(flow: np.ndarray, invalid: np.ndarray) -> np.ndarray:
@@ -138,9 +158,7 @@ def read_flo(path: PathLike) -> np.ndarray:
             f"{path}: over-long .flo file ({len(data)} bytes, {width}x{height} needs {expected})"
         )
     flow = np.frombuffer(data, "<f4", offset=12).reshape(height, width, 2).astype(np.float32)
-    with np.errstate(invalid="ignore"):
-        unknown = _invalid_mask(flow) | (np.abs(flow) > FLO_UNKNOWN_THRESHOLD).any(axis=2)
-    return _nan_invalid(flow, unknown)
+    return _nan_invalid(flow, _invalid_mask(flow))
 
 
 def _encode_flo(fh: BinaryIO, flow: np.ndarray) -> None:
@@ -164,7 +182,7 @@ def write_flo(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path
 def read_kitti_png(path: PathLike) -> np.ndarray:
     """Read a KITTI flow PNG: u=(R-2^15)/64, v=(G-2^15)/64, valid where B > 0."""
     data = _read_bytes(path)
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = None if truncated_png(data) else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{path}: not a readable PNG image")
     if img.dtype != np.uint16:
@@ -186,7 +204,7 @@ def _encode_kitti_png(fh: BinaryIO, flow: np.ndarray) -> None:
     invalid = _invalid_mask(flow)
     # Same clamp as the KITTI devkit, but rounded instead of truncated, so the
     # error is at most 1/128 px instead of 1/64.
-    scaled = np.nan_to_num(flow, nan=0.0, posinf=0.0, neginf=0.0) * KITTI_SCALE + KITTI_OFFSET
+    scaled = np.where(invalid[:, :, None], 0.0, flow) * KITTI_SCALE + KITTI_OFFSET
     scaled = np.rint(np.clip(scaled, 0, 65535)).astype(np.uint16)
     img = np.empty(flow.shape[:2] + (3,), np.uint16)
     img[:, :, 2] = scaled[:, :, 0]
@@ -200,7 +218,10 @@ def _encode_kitti_png(fh: BinaryIO, flow: np.ndarray) -> None:
 
 
 def write_kitti_png(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path:
-    """Write a KITTI 16-bit flow PNG; values are quantised to 1/64 px and clamped to +-512 px."""
+    """Write a KITTI 16-bit flow PNG; values are quantised to 1/64 px and clamped to +-512 px.
+
+    Unknown pixels (NaN, inf, beyond +-1e9) are stored invalid (B = 0), not clamped.
+    """
     flow = _as_flow(flow)
     return _write_atomic(path, overwrite, lambda fh: _encode_kitti_png(fh, flow))
 
@@ -208,9 +229,36 @@ def write_kitti_png(path: PathLike, flow: np.ndarray, overwrite: bool = False) -
 # ---------------------------------------------------------------- .npy
 
 
+def _check_npy_size(path: PathLike, data: bytes) -> None:
+    """Refuse a .npy whose header declares more data than the file holds.
+
+    np.load allocates the declared shape before reading, so a damaged header
+    (shape (100000, 100000, 2) in a 200-byte file) would otherwise be an "out of
+    memory" error instead of saying that the file is broken.
+    """
+    fh = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+        else:
+            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from exc
+    needed = math.prod(shape) * dtype.itemsize
+    if len(data) - fh.tell() < needed:
+        raise InputError(f"{path}: truncated or damaged .npy file ({len(data) - fh.tell()} data bytes, "
+                         f"its header declares shape {shape} of {dtype}, {needed} bytes)")
+
+
 def read_npy(path: PathLike) -> np.ndarray:
-    """Read an (H, W, 2) .npy array (no pickles); other layouts are refused, not guessed."""
+    """Read an (H, W, 2) .npy array (no pickles); other layouts are refused, not guessed.
+
+    Unknown pixels (NaN, inf, beyond +-1e9, see the module docstring) become NaN;
+    float64 values too large for float32 are beyond 1e9, so they are unknown too.
+    """
     data = _read_bytes(path)
+    _check_npy_size(path, data)
     try:
         arr = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
@@ -221,13 +269,18 @@ def read_npy(path: PathLike) -> np.ndarray:
         raise InputError(f"{path}: flow .npy must have shape (H, W, 2), got {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{path}: flow .npy must hold real numbers, got dtype {arr.dtype}")
-    flow = arr.astype(np.float32)  # always a fresh, writable, native-endian copy
-    return _nan_invalid(flow, _invalid_mask(flow))
+    unknown = _invalid_mask(arr)  # before the cast, which turns 1e300 into inf
+    with np.errstate(over="ignore"):
+        flow = arr.astype(np.float32)  # always a fresh, writable, native-endian copy
+    return _nan_invalid(flow, unknown)
 
 
 def write_npy(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path:
-    """Write the flow as an (H, W, 2) float32 .npy file (NaN stays NaN)."""
+    """Write the flow as an (H, W, 2) float32 .npy file; unknown pixels are stored as NaN."""
     flow = _as_flow(flow)
+    unknown = _invalid_mask(flow)
+    if unknown.any():
+        flow = _nan_invalid(flow.copy(), unknown)
     return _write_atomic(path, overwrite, lambda fh: np.save(fh, flow, allow_pickle=False))
 
 

@@ -13,9 +13,10 @@ Colour coding
 
 Unknown pixels
     A pixel is unknown when ``u`` or ``v`` is NaN/inf or has ``|u|`` or ``|v|`` >
-    1e9 (the Middlebury ``.flo`` convention). Unknown pixels are drawn black, are
-    left out of every normalisation, get no arrow, and an all-unknown flow renders
-    as an all-black image (no warning, no crash).
+    1e9 (the Middlebury ``.flo`` convention, which :mod:`flowcli.flowio` applies
+    to every file format, so ``read_flow`` and viz agree). Unknown pixels are
+    drawn black, are left out of every normalisation, get no arrow, and an
+    all-unknown flow renders as an all-black image (no warning, no crash).
 
 Normalisation (three ways)
     * per frame (default): divide by the frame's largest known vector length
@@ -32,6 +33,7 @@ not that.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable
 
 import cv2
@@ -163,10 +165,17 @@ class SequenceScale:
         return f"SequenceScale(max_magnitude={self.max_magnitude:.4g}, count={self.count})"
 
 
-def _uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """flow_vis.flow_uv_to_colors for already-normalised float64 u, v (RGB)."""
+def _uv_to_colors(u: np.ndarray, v: np.ndarray, radius: float = 1.0) -> np.ndarray:
+    """flow_vis.flow_uv_to_colors of float64 ``(u, v) / radius`` (RGB).
+
+    Only the length is divided by ``radius``; the angle comes from ``(u, v)`` as
+    given. So a tiny radius (``max_flow=1e-300``) overflows just the length, to
+    inf, which is drawn out of range, instead of turning both components into
+    inf and losing the direction.
+    """
     ncols = _COLORWHEEL.shape[0]
-    rad = np.sqrt(u * u + v * v)
+    with np.errstate(over="ignore"):
+        rad = np.hypot(u, v) / radius
     a = np.arctan2(-v, -u) / np.pi
     fk = (a + 1) / 2 * (ncols - 1)
     k0 = np.floor(fk).astype(np.int32)
@@ -177,7 +186,8 @@ def _uv_to_colors(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     col1 = _COLORWHEEL[k1] / 255.0
     col = (1 - f) * col0 + f * col1
     inside = (rad <= 1)[..., None]
-    col = np.where(inside, 1 - rad[..., None] * (1 - col), col * 0.75)
+    # np.where computes both sides: min(rad, 1) keeps inf * 0 (a NaN warning) out of the unused one.
+    col = np.where(inside, 1 - np.minimum(rad, 1)[..., None] * (1 - col), col * 0.75)
     return np.floor(255 * col).astype(np.uint8)
 
 
@@ -197,7 +207,7 @@ def flow_to_color(flow, max_flow: float | None = None) -> np.ndarray:
         radius = float(max_flow)
         if not np.isfinite(radius) or radius <= 0:
             raise ValueError(f"max_flow must be a positive number, got {max_flow!r}")
-    img = _uv_to_colors(u / radius, v / radius)
+    img = _uv_to_colors(u, v, radius)
     img[unknown] = 0
     return img
 
@@ -289,11 +299,13 @@ def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float | None = 1
     ``start + scale * (u, v)``: ``scale=1.0`` draws the true displacement,
     ``scale=None`` scales so that the longest vector (or ``max_flow`` if given,
     so a sequence keeps one arrow scale) spans one grid step. Unknown pixels and
-    arrows shorter than ``min_length`` pixels get no arrow. ``color=None``
-    colours each arrow with its colour-wheel colour (normalised like
-    ``flow_to_color`` with the same ``max_flow``, so the legend applies) over a
-    dark outline; otherwise every arrow has the given RGB colour. ``image`` and
-    ``flow`` must have the same height and width.
+    arrows shorter than ``min_length`` pixels get no arrow; arrows longer than
+    ``2 * (H + W)`` pixels end off the image anyway and are cut to that length
+    (same direction), as cv2 needs int32 end points. ``color=None`` colours
+    each arrow with its colour-wheel colour (normalised like ``flow_to_color``
+    with the same ``max_flow``, so the legend applies) over a dark outline;
+    otherwise every arrow has the given RGB colour. ``image`` and ``flow`` must
+    have the same height and width.
     """
     out = np.ascontiguousarray(_as_rgb(image).copy())
     flow = _check_flow(flow)
@@ -318,16 +330,22 @@ def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float | None = 1
     if color is None:
         colors = flow_to_color(flow, max_flow=max_flow)[np.ix_(ys, xs)]
     thick = max(1, int(thickness))
+    # An arrow this long leaves the image wherever it starts, so longer ones are cut to this length
+    # (same direction, same visible part): cv2 needs int32 end points, and scale * flow can be 1e20 or inf.
+    max_length = 2.0 * (h + w)
     for iy, y in enumerate(ys):
         for ix, x in enumerate(xs):
             if not known[iy, ix]:
                 continue
-            du, dv = float(grid[iy, ix, 0]) * scale, float(grid[iy, ix, 1]) * scale
-            length = (du * du + dv * dv) ** 0.5
-            if length < min_length:
+            u, v = float(grid[iy, ix, 0]), float(grid[iy, ix, 1])
+            norm = math.hypot(u, v)
+            length = norm * abs(scale)  # inf if scale is huge; no error
+            if norm == 0 or not length >= min_length:
                 continue
+            length = min(length, max_length)
+            factor = math.copysign(length / norm, scale)
             start = (int(x), int(y))
-            end = (int(round(x + du)), int(round(y + dv)))
+            end = (int(round(x + factor * u)), int(round(y + factor * v)))
             tip = min(0.5, (3.0 + 2.0 * thick) / length)
             if color is None:
                 c = tuple(int(k) for k in colors[iy, ix])

@@ -368,6 +368,88 @@ def test_console_script_subprocess(tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == f"flowcli {flowcli.__version__}"
 
 
+def _flowcli(*args) -> subprocess.CompletedProcess:
+    """The installed console script in its own process: stderr is everything it printed, OpenCV's
+    C++ logging and Python warnings included (CliRunner sees neither)."""
+    env = {**os.environ, "FLOWCLI_DEBUG": "", "PYTHONWARNINGS": ""}
+    return subprocess.run([str(FLOWCLI_SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=120, env=env)
+
+
+def test_stderr_is_exactly_the_one_line_error(tmp_path):
+    """A truncated KITTI PNG: OpenCV's "[ WARN:0@...] PNG input buffer is incomplete" came first."""
+    flow = np.zeros((48, 64, 2), np.float32)
+    flow[..., 0] = np.random.default_rng(0).uniform(-100, 100, (48, 64))  # incompressible: a long PNG
+    kitti = flowcli.write_flow(tmp_path / "k.png", flow)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(kitti.read_bytes()[:3000])
+    proc = _flowcli("viz", cut, "-o", tmp_path / "out.png")
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"flowcli: error: {cut}: not a readable PNG image"]
+
+
+def test_huge_values_and_tiny_max_flow_print_no_warnings(tmp_path):
+    """numpy RuntimeWarnings (overflow in viz.py and flowio.py) went to stderr with their source lines."""
+    src = write_flo(tmp_path / "a.flo", make_flow())
+    proc = _flowcli("viz", src, "-o", tmp_path / "tiny.png", "--max-flow", "1e-300", "-q")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert np.array_equal(read_png(tmp_path / "tiny.png"), flow_to_color(make_flow(), max_flow=1e-6))
+    big = make_flow().astype(np.float64)
+    big[:20] = 1e300                                 # unknown (beyond 1e9): black
+    np.save(tmp_path / "big.npy", big)
+    proc = _flowcli("viz", tmp_path / "big.npy", "-o", tmp_path / "big.png", "-q")
+    assert (proc.returncode, proc.stderr) == (0, "")
+    unknown = make_flow()
+    unknown[:20] = np.nan
+    assert np.array_equal(read_png(tmp_path / "big.png"), flow_to_color(unknown))
+
+
+def test_npy_with_a_damaged_header_is_not_out_of_memory(tmp_path):
+    import struct
+
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (100000, 100000, 2), }"
+    header += b" " * (118 - len(header)) + b"\n"
+    bad = tmp_path / "hs.npy"
+    bad.write_bytes(b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\0" * 100)
+    result = run("viz", str(bad), "-o", str(tmp_path / "hs.png"))
+    assert_one_line_error(result, 1, f"{bad}: truncated or damaged .npy file")
+    assert "memory" not in result.stderr and not (tmp_path / "hs.png").exists()
+
+
+@pytest.mark.parametrize("args", [["--arrow-scale", "1e20"], ["--max-flow", "1e-9"],
+                                  ["--max-flow", "1e-300", "--arrow-scale", "1e300"]])
+def test_viz_arrows_far_off_the_image(tmp_path, args):
+    """Arrow end points beyond int32 made cv2.arrowedLine fail: "internal error ... Can't parse 'pt2'"."""
+    src = write_flo(tmp_path / "a.flo", np.full((48, 64, 2), 5.0, np.float32))
+    result = run("viz", str(src), "-o", str(tmp_path / "a.png"), "--arrows", *args)
+    assert result.exit_code == 0, result.output
+    img = read_png(tmp_path / "a.png")
+    assert img.shape == (48, 64, 3) and (img == 0).all(axis=2).sum() > 100   # black arrows drawn
+
+
+def test_viz_output_below_a_file_says_not_a_folder(tmp_path, flows):
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out, extra in ((afile / "x.png", []), (afile / "sub" / "x.png", []), (afile / "dir", []),
+                       (afile / "v.mp4", ["--video"])):
+        src = flows / "frame_1.flo" if out.suffix == ".png" else flows
+        result = run("viz", str(src), "-o", str(out), *extra)
+        assert_one_line_error(result, 1, f"{afile}: is not a folder, so ")
+    assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["afile", "flows"]
+
+
+def test_viz_truncated_source_image_is_refused(tmp_path):
+    """cv2.imread returned a truncated JPEG as a half-grey picture (libjpeg warned on stderr)."""
+    src = write_flo(tmp_path / "a.flo", make_flow())
+    frame = np.random.default_rng(1).integers(0, 256, (40, 56, 3), dtype=np.uint8)
+    ok, jpg = cv2.imencode(".jpg", frame)
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg.tobytes()[:len(jpg) // 2])
+    result = run("viz", str(src), "-o", str(tmp_path / "a.png"), "--image", str(cut), "--arrows")
+    assert_one_line_error(result, 1, f"{cut}: not a readable image")
+    assert not (tmp_path / "a.png").exists()
+
+
 # ------------------------------------------------------------------ real ground truth
 
 def test_viz_sintel_gt(shared_data, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import struct
+import warnings
 from pathlib import Path
 
 import cv2
@@ -132,6 +133,91 @@ def test_npy_casts_float64_and_refuses_other_layouts(tmp_path):
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match=r"obj\.npy"):
         read_flow(tmp_path / "obj.npy")
+
+
+# ---------------------------------------------------------------- one rule for unknown
+
+
+@pytest.mark.parametrize("fmt", ["kitti", "npy", "pfm"])  # .flo had this rule already
+def test_beyond_1e9_is_unknown_in_every_format(tmp_path, fmt):
+    """|u| or |v| > 1e9 is unknown whatever the format: it reads back as NaN, and KITTI stores it
+    invalid rather than as a valid vector clamped to 512 px."""
+    flow = make_flow(unknown=False)
+    flow[1, 2] = (2e9, 0.0)
+    flow[2, 3] = (0.0, -1e10)
+    flow[4, 4] = (1e9, -1e9)                       # the threshold itself is still known
+    want = flow.copy()
+    want[1, 2] = want[2, 3] = np.nan
+    if fmt == "kitti":
+        want[4, 4] = (511.984375, -512.0)          # known, so clamped like any long vector
+    path = write_flow(tmp_path / f"f{FORMAT_EXTENSIONS[fmt]}", flow)
+    assert_same_flow(read_flow(path), want, atol=1 / 128 if fmt == "kitti" else 0.0)
+
+
+@pytest.mark.parametrize("ext", [".npy", ".pfm"])
+def test_files_holding_values_beyond_1e9_read_as_unknown(tmp_path, ext):
+    """Files flowcli did not write (numpy's own np.save, a PFM from elsewhere) follow the .flo rule too."""
+    flow = make_flow(unknown=False)
+    flow[1, 2] = (2e9, 1.0)
+    flow[2, 3] = (1.0, -np.inf)
+    want = flow.copy()
+    want[1, 2] = want[2, 3] = np.nan
+    path = tmp_path / f"f{ext}"
+    if ext == ".npy":
+        np.save(path, flow)
+    else:
+        img = np.zeros(flow.shape[:2] + (3,), "<f4")
+        img[:, :, :2] = flow
+        path.write_bytes(f"PF\n{flow.shape[1]} {flow.shape[0]}\n-1.0\n".encode() + img[::-1].tobytes())
+    assert_same_flow(read_flow(path), want)
+    assert_same_flow(read_flow(write_flow(tmp_path / "f.flo", flow)), want)  # same as .flo
+
+
+def test_npy_beyond_float32_is_unknown_without_warnings(tmp_path):
+    """float64 1e300 (and the most negative int64) are unknown, with no RuntimeWarning on stderr."""
+    want = make_flow(unknown=False)
+    flow = want.astype(np.float64)
+    flow[1, 2] = (1e300, 0.0)
+    flow[2, 3] = (0.0, -1e300)
+    np.save(tmp_path / "f64.npy", flow)
+    ints = np.zeros((2, 3, 2), np.int64)
+    ints[0, 1, 0] = np.iinfo(np.int64).min
+    ints[1, 2, 1] = 7
+    np.save(tmp_path / "i64.npy", ints)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = read_flow(tmp_path / "f64.npy")
+        got_ints = read_flow(tmp_path / "i64.npy")
+        written = np.load(write_flow(tmp_path / "out.npy", flow))
+    want[1, 2] = want[2, 3] = np.nan
+    assert_same_flow(got, want)
+    assert_same_flow(written, want)
+    assert np.isnan(got_ints[0, 1]).all() and (got_ints[1, 2] == (0, 7)).all()
+    assert np.isnan(got_ints).sum() == 2
+
+
+def _npy_with_header(shape, data: bytes, version=(1, 0)) -> bytes:
+    """An .npy file whose header declares ``shape`` (float32) followed by ``data``."""
+    import io
+
+    fh = io.BytesIO()
+    write_header = (np.lib.format.write_array_header_1_0 if version == (1, 0)
+                    else np.lib.format.write_array_header_2_0)
+    write_header(fh, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    return fh.getvalue() + data
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+@pytest.mark.parametrize("shape, size", [((100000, 100000, 2), 100), ((4, 5, 2), 4 * 5 * 2 * 4 - 4)])
+def test_npy_header_declaring_more_data_than_the_file_has(tmp_path, version, shape, size):
+    """A damaged header must not make np.load allocate 80 GB and fail as "out of memory"."""
+    path = tmp_path / "damaged.npy"
+    path.write_bytes(_npy_with_header(shape, b"\0" * size, version))
+    with pytest.raises(InputError, match=r"truncated or damaged \.npy") as exc:
+        read_flow(path)
+    assert str(path) in str(exc.value) and str(shape) in str(exc.value)
+    path.write_bytes(_npy_with_header((4, 5, 2), b"\0" * (4 * 5 * 2 * 4), version))  # complete: fine
+    assert read_flow(path).shape == (4, 5, 2)
 
 
 # ---------------------------------------------------------------- cv2 interop

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import re
 import tracemalloc
 import weakref
@@ -397,6 +398,22 @@ def test_folder_unreadable_image_names_file(tmp_path):
     (folder / "3.png").write_bytes(b"")
     with pytest.raises(InputError, match=r"3\.png: not a readable image"):
         list(open_source(str(folder)))
+
+
+def test_truncated_image_is_reported_once_without_opencv_log_lines(tmp_path):
+    """OpenCV logged "[ WARN:0@...] global grfmt_png.cpp:793 ... PNG input buffer is incomplete" on
+    stderr (from C++: only a real process shows it) before flowcli's own one-line error."""
+    import subprocess
+    import sys
+    noise = lambda i: np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # noqa: E731
+    folder = write_images(tmp_path / "f", ["0.png", "1.png", "2.png"], make=noise)  # (also "libpng error: ...")
+    whole = (folder / "2.png").read_bytes()
+    (folder / "2.png").write_bytes(whole[:len(whole) // 2])
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "FLOWCLI_DEBUG")}
+    proc = subprocess.run([sys.executable, "-m", "flowcli", "estimate", str(folder), "-o", str(tmp_path / "o"),
+                           "--iters", "1", "-q"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"flowcli: error: {folder / '2.png'}: not a readable image (frame 2)"]
 
 
 def test_empty_and_single_image_folders(tmp_path):

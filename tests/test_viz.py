@@ -188,6 +188,43 @@ def test_draw_arrows():
         viz.draw_arrows(img[:32], flow)
 
 
+def test_arrows_ending_far_outside_int32_are_cut_not_a_crash():
+    """scale * flow beyond int32 (--arrow-scale 1e20, --max-flow 1e-9) used to crash cv2.arrowedLine."""
+    img = np.full((48, 64, 3), 100, np.uint8)
+    flow = np.full((48, 64, 2), 5.0, np.float32)
+    # an arrow 198 px long already runs off the image: the cut one draws exactly the same picture
+    seen = viz.draw_arrows(img, flow, scale=28.0)
+    assert (seen != 100).any(axis=2).sum() > 100
+    for scale in (1e20, 1e308, float("inf")):
+        assert np.array_equal(viz.draw_arrows(img, flow, scale=scale), seen)
+    red = viz.draw_arrows(img, flow, scale=28.0, color=(255, 0, 0))
+    assert np.array_equal(viz.draw_arrows(img, -flow, scale=-1e20, color=(255, 0, 0)), red)  # sign kept
+    up = flow.copy()
+    up[..., 0] = 0.0
+    up[..., 1] = -5.0
+    assert not np.array_equal(viz.draw_arrows(img, up, scale=1e20), seen)  # direction kept
+    # scale=None with a tiny (even subnormal) max_flow: scale 16 / 5e-324 is inf
+    for max_flow in (1e-9, 5e-324):
+        assert viz.draw_arrows(img, flow, scale=None, max_flow=max_flow).shape == img.shape
+        assert viz.render(flow, max_flow=max_flow, arrows=True).shape == img.shape
+    huge = np.full((48, 64, 2), 1e9, np.float32)     # largest known value, times a huge scale
+    assert (viz.draw_arrows(img, huge, scale=1e300) != 100).any()
+
+
+def test_tiny_max_flow_keeps_directions_without_warnings():
+    """max_flow=1e-300 overflowed u / max_flow to inf: RuntimeWarnings on stderr, and (u, v) = (inf, inf)
+    lost the direction. Every vector is out of range, so the picture is the one for max_flow=1e-6."""
+    flow = _rand_flow(11, 20.0, h=6, w=8)
+    flow[0, 0] = (1e9, 5e8)
+    flow[0, 1] = (-7e8, 3e8)
+    flow[0, 2] = (0.0, 0.0)                           # white whatever the radius
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny = viz.flow_to_color(flow, max_flow=1e-300)
+    assert np.array_equal(tiny, viz.flow_to_color(flow, max_flow=1e-6))
+    assert (tiny[0, 2] == 255).all()
+
+
 def test_side_by_side():
     a = np.zeros((40, 30, 3), np.uint8)
     b = np.full((40, 50, 3), 255, np.uint8)
@@ -281,3 +318,49 @@ def test_mp4_writer_overwrite(tmp_path):
     with Mp4Writer(out, fps=5, overwrite=True) as video:
         video.write(np.zeros((16, 16, 3), np.uint8))
     assert out.stat().st_size > 100 and len(list(tmp_path.iterdir())) == 1
+
+
+# ------------------------------------------------------------------ demo clip
+
+def test_demo_video_is_atomic_and_refuses_an_existing_file(tmp_path):
+    from flowcli.synth import make_demo_video
+
+    out = tmp_path / "sample.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(OutputExistsError):
+        make_demo_video(out, num_frames=2, size=(32, 32), overwrite=False)
+    assert out.read_bytes() == b"old"
+    with pytest.raises(RuntimeError, match="could not encode"):  # fps 0: no codec can write it
+        make_demo_video(out, num_frames=2, size=(32, 32), fps=0, overwrite=True)
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["sample.mp4"]
+    make_demo_video(out, num_frames=2, size=(32, 32), overwrite=True)
+    assert out.stat().st_size > 100 and [p.name for p in tmp_path.iterdir()] == ["sample.mp4"]
+
+
+def test_demo_clip_command_refuses_an_existing_file(tmp_path, capsys):
+    from flowcli.synth.demo_clip import main
+
+    out = tmp_path / "clip.mp4"
+    out.write_bytes(b"old")
+    with pytest.raises(SystemExit) as exc:
+        main([str(out), "--frames", "2", "--size", "32x32"])
+    assert "already exists" in str(exc.value.code) and out.read_bytes() == b"old"
+    main([str(out), "--frames", "2", "--size", "32x32", "--overwrite"])
+    assert out.stat().st_size > 100
+
+
+@pytest.mark.parametrize("existing", ["sample.mp4", "flow"])
+def test_demo_replaces_nothing(tmp_path, capsys, existing):
+    from flowcli import demo
+
+    (tmp_path / "flow").mkdir()
+    (tmp_path / "flow" / "000000.flo").write_bytes(b"old flow")
+    if existing == "sample.mp4":
+        (tmp_path / "sample.mp4").write_bytes(b"old")
+    assert demo.main([str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("flowcli: error: ") and "already exists" in err[0]
+    assert (tmp_path / "flow" / "000000.flo").read_bytes() == b"old flow"
+    if existing == "sample.mp4":
+        assert (tmp_path / "sample.mp4").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"flow", existing})
