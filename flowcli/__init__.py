@@ -23,15 +23,17 @@ __all__ = ["__version__", "load_model", "estimate_flows", "read_flow", "write_fl
 _BARE_DEFAULTS = {"iters": 12, "coarse": False, "refine": False, "tta": False}
 
 
-def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu"):
+def load_model(weights: str | None = None, preset: str | None = None, device: str = "cpu",
+               kind: str = "estimate"):
     """A ready MemFlowNet: ``weights`` is None (shipped default), a shipped or official name,
     or a path (official ``.pth`` with ``preset``, or a flowcli ``.safetensors``).
+    ``kind="predict"``: a MemFlow-P model (for :class:`flowcli.predict.PredictStream`) instead.
 
     The model carries its weights' inference defaults (``model.flowcli_defaults``: ``iters``,
     ``coarse`` (coarse-to-fine), ``refine``), which :func:`estimate_flows` uses unless told otherwise.
     """
     from .weights import load_weights
-    loaded = load_weights(weights, preset=preset, device=device)
+    loaded = load_weights(weights, preset=preset, device=device, kind=kind)
     loaded.model.flowcli_defaults = loaded.inference_settings()
     return loaded.model
 

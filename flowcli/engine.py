@@ -92,8 +92,8 @@ class Geometry:
     @classmethod
     def check(cls, current: "Geometry | None", image: np.ndarray, opt: "StreamOptions") -> "Geometry":
         """The stream's geometry after seeing ``image`` (fixed by the first frame)."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError("frames must be (H, W, 3) uint8 RGB")
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"frames must be (H, W, 3) uint8 RGB numpy arrays, got {describe(image)}")
         h, w = image.shape[:2]
         if current is None:
             run_hw = run_size(h, w, opt.max_side, opt.scale)
@@ -101,6 +101,13 @@ class Geometry:
         if current.size != (h, w):
             raise ValueError(f"frame size changed from {current.size[1]}x{current.size[0]} to {w}x{h}")
         return current
+
+
+def describe(x) -> str:
+    """What an array argument actually is, for an error message."""
+    if isinstance(x, (np.ndarray, torch.Tensor)):
+        return f"{type(x).__name__} of shape {tuple(x.shape)} and dtype {x.dtype}"
+    return type(x).__name__
 
 
 def image_to_input(image: np.ndarray, geometry: Geometry, device: torch.device,
@@ -169,6 +176,8 @@ class FlowStream:
     """Push frames (H,W,3) uint8 RGB in order; get (H,W,2) float32 flows of consecutive pairs."""
 
     def __init__(self, model: MemFlowNet, options: StreamOptions | None = None, device: torch.device | str = "cpu"):
+        if model.cfg.predict:
+            raise ValueError("FlowStream needs an estimation model, not MemFlowNet-P (use flowcli.predict.PredictStream)")
         self.opt = options or StreamOptions()
         if self.opt.iters < 1:
             raise ValueError("--iters must be at least 1")

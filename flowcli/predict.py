@@ -45,7 +45,8 @@ import cv2
 import numpy as np
 import torch
 
-from .engine import FlowStream, Geometry, StreamOptions, flow_to_low, output_flow, prepare_model, take_frame
+from .engine import (FlowStream, Geometry, StreamOptions, describe, flow_to_low, output_flow, prepare_model,
+                     take_frame)
 from .errors import InputError
 from .pipeline import drawing_key, input_key
 from .model import InputPadder, MemFlowNet, forward_interpolate, fused
@@ -177,11 +178,16 @@ class PredictStream:
         if has_prev:
             if self.estimator is None:
                 if past_flow_low is not None:
+                    grid = (1, 2, x.shape[-2] // 8, x.shape[-1] // 8)
+                    if not isinstance(past_flow_low, torch.Tensor) or tuple(past_flow_low.shape) != grid:
+                        raise ValueError(f"past_flow_low must be a tensor of shape {grid} (the padded 1/8 grid), "
+                                         f"got {describe(past_flow_low)}")
                     low = past_flow_low.to(self.device, torch.float32)
                 elif past_flow is not None:
-                    if past_flow.ndim != 3 or past_flow.shape[2] != 2 or past_flow.shape[:2] != self.size:
-                        raise ValueError(f"past flow is {past_flow.shape[1]}x{past_flow.shape[0]}, "
-                                         f"frames are {self.size[1]}x{self.size[0]}")
+                    if (not isinstance(past_flow, np.ndarray) or past_flow.ndim != 3 or past_flow.shape[2] != 2
+                            or past_flow.shape[:2] != self.size):
+                        raise ValueError(f"past_flow must be a ({self.size[0]}, {self.size[1]}, 2) array (the "
+                                         f"frames' size), got {describe(past_flow)}")
                     low = flow_to_low(past_flow, self.run_hw, self.padder, self.device)
                 else:
                     raise ValueError("push() needs the past flow (previous -> this frame) without an estimator")
@@ -290,18 +296,23 @@ def warp_forward(image: np.ndarray, flow: np.ndarray, alpha: float = 2.0) -> np.
     x0, y0 = np.floor(tx), np.floor(ty)
     fx, fy = tx - x0, ty - y0
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
-    dev = np.linalg.norm(flow - np.median(flow.reshape(-1, 2), axis=0), axis=-1).astype(np.float64)
-    importance = np.exp(alpha * (dev - dev.max())).reshape(-1)  # <= 1, no overflow
+    dev = np.linalg.norm(flow - np.median(flow.reshape(-1, 2), axis=0), axis=-1).astype(np.float64).reshape(-1)
+    corners = []  # (target indices, source mask, bilinear weights) of the 4 pixels around each target point
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi, yi = x0 + dx, y0 + dy
+        m = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (wgt > 0)).reshape(-1)
+        corners.append(((yi * w + xi).reshape(-1)[m], m, wgt.reshape(-1)[m].astype(np.float64)))
+    # The softmax is shifted by the largest deviation landing on each target pixel, not the frame's:
+    # with one global shift, a pixel moving ~370 px unlike the rest made every other weight exp(-740) = 0.
+    top = np.full(h * w, -np.inf)
+    for idx, m, _ in corners:
+        np.maximum.at(top, idx, dev[m])
     src = image.reshape(-1, 3).astype(np.float64)
     acc = np.zeros((h * w, 3))
     wsum = np.zeros(h * w)        # softmax-weighted
     coverage = np.zeros(h * w)    # bilinear only: did anything land here?
-    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi, yi = x0 + dx, y0 + dy
-        m = ((xi >= 0) & (xi < w) & (yi >= 0) & (yi < h) & (wgt > 0)).reshape(-1)
-        idx = (yi * w + xi).reshape(-1)[m]
-        bil = wgt.reshape(-1)[m].astype(np.float64)
-        wm = bil * importance[m]
+    for idx, m, bil in corners:
+        wm = bil * np.exp(alpha * (dev[m] - top[idx]))  # <= bil, no overflow
         coverage += np.bincount(idx, bil, h * w)
         wsum += np.bincount(idx, wm, h * w)
         for c in range(3):

@@ -279,13 +279,17 @@ def load_weights(weights: str | None = None, preset: str | None = None, kind: st
         model, meta = model_from_safetensors(path)
         return LoadedWeights(model.to(device), weights, str(path), digest, int(meta.get("iters", 12)), None,
                              **_flags(meta))
-    if weights in OFFICIAL_NAMES:
+    if weights in OFFICIAL_NAMES and kind == "estimate":  # (the official names are estimation models)
         path = _official_cached(weights)
         preset = preset or OFFICIAL_NAMES[weights]
     else:
         path = Path(weights)
         if not path.exists():
-            names = ", ".join(list(shipped) + list(OFFICIAL_NAMES))
+            other = "predict" if kind == "estimate" else "estimate"
+            if weights in OFFICIAL_NAMES or weights in {e["name"] for e in manifest(other)}:
+                raise CheckpointError(f"{weights}: is {_KIND_NAMES[other]}; this needs "
+                                      f"{_KIND_NAMES[kind].split(' (')[0]}")
+            names = ", ".join(list(shipped) + (list(OFFICIAL_NAMES) if kind == "estimate" else []))
             raise CheckpointError(f"{weights}: no such weights file or name (known names: {names})")
     path = Path(path)
     digest = sha256_file(path)

@@ -338,6 +338,18 @@ def test_warp_forward_moves_a_square_over_a_static_background():
     assert np.abs(pred.astype(int) - f1).mean() < 0.3 * np.abs(f0.astype(int) - f1).mean()
 
 
+def test_warp_forward_one_pixel_moving_far_unlike_the_rest_leaves_the_frame_alone():
+    """The softmax weights were shifted by the frame's largest deviation: one pixel moving 380 px unlike
+    the rest made every other weight exp(-760) = 0, and the whole predicted frame came out black."""
+    rng = np.random.RandomState(1)
+    image = rng.randint(0, 255, (64, 96, 3), dtype=np.uint8)
+    for far in (380.0, 1e6):
+        flow = np.zeros((64, 96, 2), np.float32)
+        flow[0, 0, 0] = far
+        pred = warp_forward(image, flow)
+        assert np.array_equal(pred[4:, 4:], image[4:, 4:]), far  # away from the inpainted hole at (0, 0)
+
+
 # -- errors -----------------------------------------------------------------------------------------------
 
 def test_missing_prior_flow_is_a_one_line_error(tmp_path, conformance_dir, prior_dir):
@@ -390,3 +402,40 @@ def test_shipped_prediction_weights_are_the_default(tmp_path, shared_data):
     flows = sorted(out.glob("*.flo"))
     assert [f.name for f in flows] == ["000001.flo", "000002.flo"]
     assert np.isfinite(read_flow(flows[0])).all()
+
+
+def test_api_misuse_gets_clear_errors():
+    """A MemFlow-P model in FlowStream / estimate_flows failed inside the model ('UpdateBlock' object has
+    no attribute 'gru'); a 2-D or list past flow, or a past_flow_low of the wrong grid, gave misleading
+    messages or raw RuntimeError/AttributeError; load_model could not load prediction weights."""
+    import flowcli
+    p_model = flowcli.load_model(kind="predict")
+    assert p_model.cfg.predict
+    frames = [np.zeros((64, 80, 3), np.uint8)] * 3
+    with pytest.raises(ValueError, match="needs an estimation model"):
+        list(flowcli.estimate_flows(frames, p_model))
+    with pytest.raises(ValueError, match="needs an estimation model"):
+        FlowStream(p_model)
+    stream = PredictStream(p_model)
+    stream.push(frames[0])
+    for kwargs, needle in (({"past_flow": np.zeros((64, 80))}, r"\(64, 80, 2\) array .* shape \(64, 80\)"),
+                           ({"past_flow": [[0.0]]}, r"\(64, 80, 2\) array .* got list"),
+                           ({"past_flow_low": torch.zeros(1, 2, 3, 3)}, r"shape \(1, 2, 8, 10\)")):
+        with pytest.raises(ValueError, match=needle):
+            stream.push(frames[1], **kwargs)
+    with pytest.raises(ValueError, match="uint8 RGB numpy arrays, got list"):
+        stream.push([[0]])
+    assert stream.push(frames[1], past_flow=np.zeros((64, 80, 2), np.float32)).flow.shape == (64, 80, 2)
+
+
+def test_weights_of_the_other_kind_by_name_say_so():
+    from flowcli.errors import CheckpointError
+    from flowcli.weights import default_name, load_weights
+    with pytest.raises(CheckpointError, match="is a MemFlow-P prediction model.*needs an estimation model"):
+        load_weights(default_name("predict"))
+    with pytest.raises(CheckpointError, match="is an estimation model.*needs a MemFlow-P"):
+        load_weights(default_name("estimate"), kind="predict")
+    with pytest.raises(CheckpointError, match="is an estimation model.*needs a MemFlow-P"):
+        load_weights("MemFlowNet_things", kind="predict")
+    with pytest.raises(CheckpointError, match=r"known names: [^,]*$"):  # only the P names, not the estimators'
+        load_weights("nope", kind="predict")
