@@ -27,8 +27,9 @@ every pair whose previous pair also has ground truth, given that previous
 GT flow, next to the constant-velocity baseline (the previous flow
 forward-warped by itself), and prints how much lower its EPE is.
 --past-flow estimate gives both the estimation model's past flow instead
-(the way predict-next runs), so every GT pair after a scene's first frame
-counts (Sintel ambush_4 4->5 and 6->7).
+(the way predict-next runs; --estimate-weights/--estimate-preset choose it,
+--iters/--coarse-to-fine apply to it), so every GT pair after a scene's
+first frame counts (Sintel ambush_4 4->5 and 6->7).
 
 \b
 Metrics: EPE (mean end-point error, px), 1/3/5 px accuracy, Fl (KITTI
@@ -46,7 +47,8 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
 @click.option("--method", type=click.Choice(["memflow", "dis", "farneback"]), default="memflow",
               show_default=True, help="memflow (the network) or a classical OpenCV baseline.")
 @click.option("--weights", metavar="NAME|PATH", help="Weights (default: the shipped ones).")
-@click.option("--preset", help="Official settings for a .pth checkpoint.")
+@click.option("--preset", help="Official settings for a .pth checkpoint (with --predict: the MemFlow-P one; the "
+                                "estimator's is --estimate-preset).")
 @click.option("--iters", type=click.IntRange(1, 100), help="Refinement iterations (default: the weights' own).")
 @click.option("--warm-start/--no-warm-start", default=False, show_default=True)
 @click.option("--coarse-to-fine/--no-coarse-to-fine", "coarse", default=None,
@@ -62,13 +64,16 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
                    "has GT) or the estimation model's (every GT pair after a sequence's first frame).")
 @click.option("--estimate-weights", metavar="NAME|PATH",
               help="With --past-flow estimate: estimation weights (default: the shipped ones).")
+@click.option("--estimate-preset",
+              help="With --past-flow estimate: official settings of an estimation .pth given as --estimate-weights: "
+                   "things, sintel, kitti, spring (default things).")
 @tta_option("With --predict: average with the prediction on mirrored frames (default: the weights' own; "
             "see `flowcli predict-next --help`).")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")
 @quiet_option
 @json_option
 def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, refine, max_side, predict, past_flow,
-             estimate_weights, tta, threads, quiet, as_json):
+             estimate_weights, estimate_preset, tta, threads, quiet, as_json):
     """Evaluate flow accuracy on the dataset at ROOT."""
     from .evaluate import evaluate, format_table
 
@@ -76,9 +81,9 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
         raise click.UsageError("--refine/--no-refine do not apply to --predict (predictions are not refined)")
     if predict:
         return _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
-                             estimate_weights, tta, threads, quiet, as_json)
-    if past_flow != "gt" or estimate_weights or tta is not None:
-        raise click.UsageError("--past-flow/--estimate-weights/--tta only apply with --predict")
+                             estimate_weights, estimate_preset, tta, threads, quiet, as_json)
+    if past_flow != "gt" or estimate_weights or estimate_preset or tta is not None:
+        raise click.UsageError("--past-flow/--estimate-weights/--estimate-preset/--tta only apply with --predict")
     if method == "memflow":
         import torch
 
@@ -106,7 +111,7 @@ def eval_cmd(root, layout, method, weights, preset, iters, warm_start, coarse, r
 
 
 def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coarse, max_side, past_flow,
-                  estimate_weights, tta, threads, quiet, as_json):
+                  estimate_weights, estimate_preset, tta, threads, quiet, as_json):
     import torch
 
     from .errors import CheckpointError
@@ -116,21 +121,30 @@ def _eval_predict(root, layout, method, weights, preset, iters, warm_start, coar
 
     if method != "memflow" or warm_start:
         raise click.UsageError("--predict takes MemFlow-P --weights/--preset, not --method/--warm-start")
-    if past_flow == "gt" and (iters is not None or estimate_weights or coarse is not None):
-        raise click.UsageError("--iters/--estimate-weights/--coarse-to-fine apply to --past-flow estimate only")
+    if past_flow == "gt" and (iters is not None or estimate_weights or estimate_preset or coarse is not None):
+        raise click.UsageError("--iters/--estimate-weights/--estimate-preset/--coarse-to-fine apply to "
+                               "--past-flow estimate only")
     if weights is None and default_name("predict") is None:
         raise CheckpointError("no MemFlow-P (prediction) weights are shipped yet; pass --weights PATH")
     check_preset(weights, preset, "predict")
+    check_preset(estimate_weights, estimate_preset, "estimate", "--estimate-preset", "--estimate-weights")
     if threads:
         torch.set_num_threads(threads)
     loaded = load_weights(weights, preset=preset, kind="predict")
-    estimator = load_weights(estimate_weights, kind="estimate") if past_flow == "estimate" else None
+    estimator = None
+    if past_flow == "estimate":
+        estimator = load_weights(estimate_weights, preset=estimate_preset, kind="estimate")
     result = evaluate_predict(loaded, root, layout, past=past_flow, estimator=estimator, iters=iters,
                               max_side=max_side, coarse=coarse, tta=tta,
                               progress=functools.partial(progress, quiet=quiet))
     if as_json:
         emit_json(result.to_dict())
         return
+    if result.estimator is not None:
+        est = result.estimator
+        click.echo(f"past flows: {est['name']} (iters {est['iters']}"
+                   f"{', coarse-to-fine' if est['coarse_to_fine'] else ''})")
+        click.echo()
     click.echo(format_table(result.predicted))
     click.echo()
     click.echo(format_table(result.baseline))

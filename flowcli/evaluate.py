@@ -218,6 +218,7 @@ class EvalReport:
     rows: list[PairRow] = field(default_factory=list)
     coarse: bool = False            # coarse-to-fine start (flowcli.coarse) was on
     refine: bool = False            # variational refinement (flowcli.refine) was on
+    max_side: int | None = None     # the network ran with its longer side at most this (metrics at full size)
 
     @property
     def regions(self) -> list[str]:
@@ -238,7 +239,7 @@ class EvalReport:
         return nan_to_none({
             "method": self.method, "layout": self.layout, "root": self.root,
             "iters": self.iters, "warm_start": self.warm_start, "coarse_to_fine": self.coarse,
-            "refine": self.refine,
+            "refine": self.refine, "max_side": self.max_side,
             "sequences": self.sequences,
             "aggregation": ("summary <metric>: mean over pairs of per-pair values; "
                             "<metric>_px: per pixel over all pairs"),
@@ -260,7 +261,8 @@ def format_table(report: EvalReport) -> str:
             f"{'<5px':>6}  {'Fl-all':>6}  {'s0-10':>7}  {'s10-40':>7}  {'s40+':>7}  {'pixels':>9}  {'time s':>7}")
     iters = f", iters {report.iters}" if report.iters is not None else ""
     warm = ((", warm start" if report.warm_start else "") + (", coarse-to-fine" if report.coarse else "")
-            + (", refined" if report.refine else ""))
+            + (", refined" if report.refine else "")
+            + (f", max side {report.max_side}" if report.max_side is not None else ""))
     lines = [f"{report.method} on {report.layout} ({report.root}): {report.sequences} sequences, "
              f"{len(report.rows)} pairs{iters}{warm}", head, "-" * len(head)]
 
@@ -369,7 +371,8 @@ def evaluate(model_or_method: Any, root: str | os.PathLike, layout: str, *, iter
     seqs = find_sequences(root, layout) if sequences is None else sequences
     report = EvalReport(method=name or label, layout=layout, root=str(root), iters=used_iters,
                         warm_start=bool(warm_start) and used_iters is not None, sequences=len(seqs),
-                        coarse=bool(options and options.coarse), refine=bool(options and options.refine))
+                        coarse=bool(options and options.coarse), refine=bool(options and options.refine),
+                        max_side=options.max_side if options else None)
     rows: Iterable[PairRow] = _run(stream, seqs)
     if progress is not None:
         rows = progress(rows, total=sum(len(s.pairs) for s in seqs), desc=f"eval {layout}", unit="pair")

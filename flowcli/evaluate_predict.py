@@ -70,6 +70,7 @@ class PredictEvaluation:
     baseline: EvalReport
     past: str = "gt"                # where both methods' past flow came from: "gt" or "estimate"
     tta: bool = False               # the predictor averaged its mirrored view (StreamOptions.tta)
+    estimator: dict[str, Any] | None = None  # past="estimate": the estimation weights and the settings they ran with
 
     def improvement(self, region: str = "all") -> float:
         """1 - EPE(predicted) / EPE(baseline), mean over pairs (0.2 = 20% lower). NaN without pairs."""
@@ -81,7 +82,8 @@ class PredictEvaluation:
 
     def to_dict(self) -> dict[str, Any]:
         from .jsonutil import nan_to_none
-        return {"past_flow": self.past, "tta": self.tta, "predicted": self.predicted.to_dict(),
+        return {"past_flow": self.past, "estimator": self.estimator, "tta": self.tta,
+                "predicted": self.predicted.to_dict(),
                 "baseline": self.baseline.to_dict(),
                 "improvement": nan_to_none({r: self.improvement(r) for r in self.predicted.regions})}
 
@@ -112,8 +114,8 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
 
     ``past``: where the past flow comes from, ``"gt"`` or ``"estimate"`` (then ``estimator``, an
     estimation model or LoadedWeights, and its ``iters`` are required). ``tta``: mirrored-view
-    averaging (``StreamOptions.tta``; default: the weights' own). Raises :class:`InputError`
-    when no pair can be scored.
+    averaging (``StreamOptions.tta``; default: the weights' own). ``max_side``: run both models smaller
+    (metrics at full size). Raises :class:`InputError` when no pair can be scored.
     """
     from .engine import StreamOptions
     from .predict import PredictStream
@@ -123,15 +125,18 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
     model, name = _model_and_name(weights, "memflow-p")
     if not model.cfg.predict:
         raise InputError(f"{name}: an estimation model; --predict needs MemFlow-P weights")
-    est_model = None
+    est_model, estimator_info = None, None
     if past == "estimate":
         if estimator is None:
             raise ValueError("past='estimate' needs an estimator")
-        est_model, _ = _model_and_name(estimator, "memflow")
+        est_model, est_name = _model_and_name(estimator, "memflow")
         iters = getattr(estimator, "iters", None) if iters is None else iters
         if iters is None:
             raise ValueError("iters is required with a bare estimator model")
         coarse = getattr(estimator, "coarse", False) if coarse is None else coarse
+        estimator_info = {"name": est_name, "path": getattr(estimator, "path", None),
+                          "sha256": getattr(estimator, "sha256", None), "preset": getattr(estimator, "preset", None),
+                          "iters": iters, "coarse_to_fine": bool(coarse)}
     tta = getattr(weights, "tta", False) if tta is None else tta
     options = StreamOptions(iters=iters or 12, max_side=max_side, coarse=bool(coarse) and est_model is not None,
                             tta=bool(tta))
@@ -145,9 +150,10 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
                          + (" (try --past-flow estimate)" if past == "gt" else ""))
     total = sum(len(scored_pairs(s, past)) for s in seqs)
     result = PredictEvaluation(
-        EvalReport(method=name, layout=layout, root=str(root), iters=None, warm_start=False, sequences=len(seqs)),
+        EvalReport(method=name, layout=layout, root=str(root), iters=None, warm_start=False, sequences=len(seqs),
+                   max_side=max_side),
         EvalReport(method=BASELINE, layout=layout, root=str(root), iters=None, warm_start=False,
-                   sequences=len(seqs)), past, options.tta)
+                   sequences=len(seqs)), past, options.tta, estimator_info)
     rows: Iterable[tuple[PairRow, PairRow]] = _run_gt(stream, seqs) if past == "gt" else _run_estimate(stream, seqs)
     if progress is not None:
         rows = progress(rows, total=total, desc=f"eval --predict {layout}", unit="pair")

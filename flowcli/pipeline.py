@@ -541,6 +541,7 @@ def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start:
         writer.close()
         if video is not None:
             video.writer.close()
+            report.written += 1  # flow.mp4
     except BaseException:
         writer.abort()
         if video is not None:

@@ -620,6 +620,7 @@ def _run_predict(model: MemFlowNet, job: PredictJob, source, prior: Path | None,
                 on_frame(i)
         if video is not None:
             video.writer.close()
+            report.written += 1  # flow.mp4
     except BaseException:
         if video is not None:
             video.writer.abort()

@@ -332,7 +332,7 @@ def test_rerun_of_finished_video_run_and_other_spelling_of_input(tmp_path, small
     out = tmp_path / "o"
     args = ["estimate", str(demo_video), "-o", str(out), "--weights", str(small_weights), "--quiet", "--json"]
     first = json.loads(_run(args + ["--video"]).output)
-    assert first["written"] == 0 and first["skipped"] == 0  # --video alone: only flow.mp4
+    assert first["written"] == 1 and first["skipped"] == 0  # --video alone: only flow.mp4
     again = _run(args + ["--video"])
     assert again.exit_code == 0, again.output  # finished: nothing to do, not an error
     assert _run(args + ["--format", "flo", "--video"]).exit_code == 0

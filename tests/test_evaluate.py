@@ -440,3 +440,19 @@ def test_cli_network_options_with_a_classical_method_are_usage_errors(tmp_path):
                   ["--no-coarse-to-fine"]):
         r = CliRunner().invoke(cli, ["eval", str(tmp_path), "--layout", "sintel", "--method", "dis", *extra])
         assert r.exit_code == 2 and "only apply to --method memflow" in r.output, (extra, r.output)
+
+
+def test_cli_eval_records_max_side_in_json_and_table(shared_data, one_thread):
+    """--max-side changes the numbers (the network runs smaller), so a report must say it was given."""
+    from click.testing import CliRunner
+
+    from flowcli.cli import cli
+    args = ["eval", str(shared_data / "middlebury"), "--layout", "middlebury", "--iters", "1", "--no-refine", "-q"]
+    r = CliRunner().invoke(cli, args + ["--max-side", "64", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["max_side"] == 64
+    r = CliRunner().invoke(cli, args + ["--max-side", "64"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0].endswith(", max side 64"), r.stdout
+    full = EvalReport("m", "middlebury", "/x", 1, False, 1)  # not given: null, and nothing in the header
+    assert full.to_dict()["max_side"] is None and "max side" not in format_table(full)

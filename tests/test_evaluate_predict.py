@@ -142,3 +142,37 @@ def test_cli_eval_predict_with_an_exact_baseline_prints_no_nan_percentage(tmp_pa
     r = CliRunner().invoke(cli, ["eval", str(tmp_path / "static"), "--layout", "sintel", "--predict",
                                  "--weights", str(p_weights), "--quiet", "--json"])
     assert json.loads(r.stdout)["improvement"]["all"] is None
+
+
+def test_eval_predict_estimate_preset_and_the_estimators_settings_are_recorded(synth_root, p_weights,
+                                                                                 conformance_dir, one_thread):
+    """--past-flow estimate: an official estimation .pth runs with --estimate-preset (--preset is the P
+    weights'); --json records the estimator and the iterations / coarse-to-fine it ran with, and --max-side."""
+    from flowcli.weights import load_weights
+    pth = str(conformance_dir / "memflow_est_seed0.pth")
+    base = ["eval", str(synth_root), "--layout", "sintel", "--predict", "--weights", str(p_weights),
+            "--past-flow", "estimate", "--max-side", "64", "-q"]
+    r = CliRunner().invoke(cli, base + ["--estimate-weights", pth, "--estimate-preset", "sintel", "--iters", "1",
+                                        "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["estimator"]["preset"] == "sintel" and out["estimator"]["path"] == pth
+    assert out["estimator"]["iters"] == 1 and out["estimator"]["coarse_to_fine"] is False
+    assert out["predicted"]["max_side"] == 64
+
+    # the shipped estimator with its own defaults: recorded as run, not "iters": null, "coarse_to_fine": false
+    shipped = load_weights(None, kind="estimate")
+    r = CliRunner().invoke(cli, base)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[0] == (f"past flows: {shipped.name} (iters {shipped.iters}"
+                                        f"{', coarse-to-fine' if shipped.coarse else ''})"), r.stdout
+    assert "max side 64" in r.stdout.splitlines()[2]
+
+    for extra, message in ((["--estimate-preset", "sintel"], "--estimate-preset is for official .pth"),
+                           (["--estimate-weights", pth, "--estimate-preset", "nope"], "unknown estimate preset")):
+        r = CliRunner().invoke(cli, base + extra)
+        assert r.exit_code == 2 and message in r.output, (extra, r.output)
+    r = CliRunner().invoke(cli, base[:7] + ["--estimate-weights", pth, "--estimate-preset", "sintel"])
+    assert r.exit_code == 2 and "apply to --past-flow estimate only" in r.output, r.output
+    r = CliRunner().invoke(cli, ["eval", str(synth_root), "--layout", "sintel", "--estimate-preset", "sintel"])
+    assert r.exit_code == 2 and "only apply with --predict" in r.output, r.output

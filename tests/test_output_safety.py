@@ -164,7 +164,7 @@ def test_resumed_kitti_video_equals_an_uninterrupted_run(tmp_path, frames, weigh
     assert _est(frames, full, weights, "--format", "kitti", "--video").exit_code == 0
     assert _est(frames, resumed, weights, "--format", "kitti", "--end", "3").exit_code == 0  # pairs 0, 1
     res = _est(frames, resumed, weights, "--format", "kitti", "--video", "--json")
-    assert res.exit_code == 0 and json.loads(res.output)["written"] == 1, res.output
+    assert res.exit_code == 0 and json.loads(res.output)["written"] == 2, res.output  # 000002.png, flow.mp4
     assert np.array_equal(_decoded(resumed / "flow.mp4"), _decoded(full / "flow.mp4"))
 
 
