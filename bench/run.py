@@ -481,7 +481,7 @@ def report_predict(args, res, results, precisions):
                         f"{q[0]} s, {q[1]} GB (fp32)" if q else "-", ratio(q[0], r["median_s"]) if q else "-"])
     results["predict"] = rows
     print(table(["size", "implementation", "precision", "s/frame", "peak RSS GB", "speed-up vs baseline",
-                 "official (quoted)", "speed-up vs official (quoted)"], out, "llllrrrlr"))
+                 "official (quoted)", "speed-up vs official (quoted)"], out, "lllrrrlr"))
     print("baseline: the official prediction loop's work per frame written out the official way (feature "
           "encoder on both frames of each pair, correlation volume rebuilt, scipy forward_interpolate); "
           "its flows match pred_vectors_seed0.npz. The quoted official figures were measured on the "

@@ -67,10 +67,12 @@ def estimate_flows(source, model=None, *, iters: int | None = None, warm_start: 
     if isinstance(source, str) or hasattr(source, "__fspath__"):
         with open_source(os.fspath(source), start=start, end=end, step=step) as frames:
             yield from iter_flows(model, frames, options, device)
-    else:  # the same selection as for a path; indices count the iterable's frames from 0
+    else:  # the same selection as for a path, by the frames' own indices (Frame-like items) or from 0
         check_selection(start, end, step)
-        selected = itertools.islice(enumerate(source), start, end, step)
-        yield from iter_flows(model, (Frame(i, image) for i, image in selected), options, device)
+        frames = (f if hasattr(f, "image") else Frame(i, f) for i, f in enumerate(source))
+        selected = (f for f in frames if f.index >= start and (f.index - start) % step == 0)
+        yield from iter_flows(model, itertools.takewhile(lambda f: end is None or f.index < end, selected),
+                              options, device)
 
 
 def read_flow(path):

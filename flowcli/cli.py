@@ -403,10 +403,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.remove("--debug")
         args.insert(0, "--debug")
     _sigterm_as_interrupt()
-    # flowcli reports every image it cannot read in its one line; OpenCV's own log lines ("[ WARN:0@0.04]
-    # global grfmt_png.cpp:793 ... PNG input buffer is incomplete") would come on top. Read by cv2 at its
-    # import; a value the user set is kept. (The library leaves OpenCV's logging alone.)
-    os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
     try:
         cli.main(args=args, prog_name="flowcli")
     except SystemExit as exc:

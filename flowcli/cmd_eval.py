@@ -66,7 +66,7 @@ Sintel scenes are run as sequences, carrying MemFlow's memory.
               help="With --past-flow estimate: estimation weights (default: the shipped ones).")
 @click.option("--estimate-preset",
               help="With --past-flow estimate: official settings of an estimation .pth given as --estimate-weights: "
-                   "things, sintel, kitti, spring (default things).")
+                   "things, sintel, kitti, spring (default: an official name's own preset, else things).")
 @tta_option("With --predict: average with the prediction on mirrored frames (default: the weights' own; "
             "see `flowcli predict-next --help`).")
 @click.option("--threads", type=click.IntRange(1, 256), help="CPU threads for torch.")

@@ -153,7 +153,8 @@ def evaluate_predict(weights: Any, root: str | os.PathLike, layout: str, *, past
         EvalReport(method=name, layout=layout, root=str(root), iters=None, warm_start=False, sequences=len(seqs),
                    max_side=max_side),
         EvalReport(method=BASELINE, layout=layout, root=str(root), iters=None, warm_start=False,
-                   sequences=len(seqs)), past, options.tta, estimator_info)
+                   sequences=len(seqs), max_side=max_side if past == "estimate" else None),  # (its past flow)
+        past, options.tta, estimator_info)
     rows: Iterable[tuple[PairRow, PairRow]] = _run_gt(stream, seqs) if past == "gt" else _run_estimate(stream, seqs)
     if progress is not None:
         rows = progress(rows, total=total, desc=f"eval --predict {layout}", unit="pair")

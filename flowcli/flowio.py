@@ -34,7 +34,7 @@ import numpy as np
 
 from .atomic import atomic_path
 from .errors import InputError
-from .sources import truncated_png
+from .pngcheck import png_damage
 
 __all__ = [
     "FLOW_EXTENSIONS",
@@ -49,6 +49,7 @@ __all__ = [
     "write_pfm",
     "read_npy",
     "write_npy",
+    "unknown_mask",
 ]
 
 FLOW_EXTENSIONS = (".flo", ".png", ".npy", ".pfm")
@@ -56,7 +57,6 @@ FORMAT_EXTENSIONS = {"flo": ".flo", "kitti": ".png", "npy": ".npy", "pfm": ".pfm
 
 FLO_TAG = 202021.25
 UNKNOWN_THRESHOLD = 1e9  # |u| or |v| above this means "unknown" (Middlebury's rule, used for every format)
-FLO_UNKNOWN_THRESHOLD = UNKNOWN_THRESHOLD
 FLO_UNKNOWN_VALUE = 1e10  # what we write for unknown pixels (Middlebury convention)
 MAX_SIDE = 100_000  # larger width/height in a header means a corrupt or foreign file
 
@@ -83,7 +83,7 @@ def _as_flow(flow: np.ndarray) -> np.ndarray:
         return arr.astype(np.float32, copy=False)
 
 
-def _invalid_mask(flow: np.ndarray) -> np.ndarray:
+def unknown_mask(flow: np.ndarray) -> np.ndarray:
     """(H, W) bool: unknown pixels, where either channel is NaN, inf or beyond +-1e9.
 
     Compared as ``> T`` and ``< -T`` rather than ``abs() > T``: abs of the most
@@ -158,13 +158,13 @@ def read_flo(path: PathLike) -> np.ndarray:
             f"{path}: over-long .flo file ({len(data)} bytes, {width}x{height} needs {expected})"
         )
     flow = np.frombuffer(data, "<f4", offset=12).reshape(height, width, 2).astype(np.float32)
-    return _nan_invalid(flow, _invalid_mask(flow))
+    return _nan_invalid(flow, unknown_mask(flow))
 
 
 def _encode_flo(fh: BinaryIO, flow: np.ndarray) -> None:
     height, width = flow.shape[:2]
     out = flow.astype("<f4")  # always a copy: we edit it below
-    out[_invalid_mask(flow)] = FLO_UNKNOWN_VALUE
+    out[unknown_mask(flow)] = FLO_UNKNOWN_VALUE
     fh.write(np.array([FLO_TAG], "<f4").tobytes())
     fh.write(np.array([width, height], "<i4").tobytes())
     fh.write(np.ascontiguousarray(out).tobytes())
@@ -182,7 +182,7 @@ def write_flo(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path
 def read_kitti_png(path: PathLike) -> np.ndarray:
     """Read a KITTI flow PNG: u=(R-2^15)/64, v=(G-2^15)/64, valid where B > 0."""
     data = _read_bytes(path)
-    img = None if truncated_png(data) else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = None if png_damage(data) else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{path}: not a readable PNG image")
     if img.dtype != np.uint16:
@@ -201,7 +201,7 @@ def read_kitti_png(path: PathLike) -> np.ndarray:
 
 
 def _encode_kitti_png(fh: BinaryIO, flow: np.ndarray) -> None:
-    invalid = _invalid_mask(flow)
+    invalid = unknown_mask(flow)
     # Same clamp as the KITTI devkit, but rounded instead of truncated, so the
     # error is at most 1/128 px instead of 1/64.
     scaled = np.where(invalid[:, :, None], 0.0, flow) * KITTI_SCALE + KITTI_OFFSET
@@ -269,7 +269,7 @@ def read_npy(path: PathLike) -> np.ndarray:
         raise InputError(f"{path}: flow .npy must have shape (H, W, 2), got {arr.shape}")
     if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
         raise InputError(f"{path}: flow .npy must hold real numbers, got dtype {arr.dtype}")
-    unknown = _invalid_mask(arr)  # before the cast, which turns 1e300 into inf
+    unknown = unknown_mask(arr)  # before the cast, which turns 1e300 into inf
     with np.errstate(over="ignore"):
         flow = arr.astype(np.float32)  # always a fresh, writable, native-endian copy
     return _nan_invalid(flow, unknown)
@@ -278,7 +278,7 @@ def read_npy(path: PathLike) -> np.ndarray:
 def write_npy(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path:
     """Write the flow as an (H, W, 2) float32 .npy file; unknown pixels are stored as NaN."""
     flow = _as_flow(flow)
-    unknown = _invalid_mask(flow)
+    unknown = unknown_mask(flow)
     if unknown.any():
         flow = _nan_invalid(flow.copy(), unknown)
     return _write_atomic(path, overwrite, lambda fh: np.save(fh, flow, allow_pickle=False))
@@ -323,14 +323,14 @@ def read_pfm(path: PathLike) -> np.ndarray:
     dtype = "<f4" if scale < 0 else ">f4"
     img = np.frombuffer(data, dtype, count=width * height * 3, offset=pos).reshape(height, width, 3)
     flow = np.ascontiguousarray(img[::-1, :, :2], dtype=np.float32)
-    return _nan_invalid(flow, _invalid_mask(flow))
+    return _nan_invalid(flow, unknown_mask(flow))
 
 
 def _encode_pfm(fh: BinaryIO, flow: np.ndarray) -> None:
     height, width = flow.shape[:2]
     img = np.zeros((height, width, 3), "<f4")
     img[:, :, :2] = flow
-    img[_invalid_mask(flow), :2] = np.nan
+    img[unknown_mask(flow), :2] = np.nan
     fh.write(f"PF\n{width} {height}\n-1.0\n".encode("ascii"))
     fh.write(np.ascontiguousarray(img[::-1]).tobytes())
 

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .pngcheck import png_damage
 
 __all__ = ["DecodeDamage", "Frame", "FrameSource", "folder_images", "open_source", "read_image_rgb",
            "IMAGE_EXTENSIONS", "MAX_FRAME_PIXELS", "MIN_FRAMES"]
@@ -245,16 +246,6 @@ def _natural_key(name: str) -> tuple:
     return tuple(int(p) if i % 2 else p.lower() for i, p in enumerate(parts)), name
 
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def truncated_png(data) -> bool:
-    """A PNG (by its signature) that does not end with its IEND chunk: cut short. Refused before
-    decoding, because libpng prints its own "libpng error: ..." line on stderr for such files."""
-    data = memoryview(data).cast("B")
-    return bytes(data[:8]) == PNG_SIGNATURE and b"IEND" not in bytes(data[-12:])
-
-
 def read_image_rgb(path: Path) -> np.ndarray:
     """Read one image as (H, W, 3) uint8 RGB, C-contiguous.
 
@@ -266,7 +257,7 @@ def read_image_rgb(path: Path) -> np.ndarray:
         data = np.fromfile(path, np.uint8)
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size and not truncated_png(data) else None
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size and not png_damage(data) else None
     if img is None:
         raise InputError(f"{path}: not a readable image")
     if img.dtype == np.uint16:

@@ -224,8 +224,8 @@ def check_run_folder(out_dir: str | Path, resume: str | None = None, init: str |
     file) is not asking for that. Returns True when a run is being replaced: its log starts afresh.
     """
     latest = Path(out_dir) / "latest.safetensors"
-    if not latest.is_file():
-        return False
+    if not latest.is_file():  # (with --overwrite, the log of a run stopped before its first save goes too)
+        return overwrite and (Path(out_dir) / "log.jsonl").is_file()
     if resume and not init and Path(resume).resolve() == latest.resolve():
         return False
     if overwrite:
@@ -300,6 +300,8 @@ def train(cfg: TrainConfig, resume: str | None = None, init: str | None = None, 
     loader = DataLoader(_dataset(cfg, cfg.seed * 1_000_003 + start), batch_size=cfg.batch_size,
                         num_workers=cfg.workers)
     out.mkdir(parents=True, exist_ok=True)
+    if replacing:  # (start weights are in memory by now): no old weights beside the new config and log
+        (out / "latest.safetensors").unlink(missing_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"

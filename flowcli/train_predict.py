@@ -228,6 +228,8 @@ def train_predict(cfg: PredictTrainConfig, resume: str | None = None, progress=N
     estimator = PastEstimator(cfg.estimator, cfg.estimator_iters) if cfg.estimated_past > 0 else None
     stop = cfg.total_steps if cfg.max_steps is None else min(cfg.total_steps, start + cfg.max_steps)
     out.mkdir(parents=True, exist_ok=True)
+    if replacing:  # (start weights are in memory by now): no old weights beside the new config and log
+        (out / "latest.safetensors").unlink(missing_ok=True)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     log = open(out / "log.jsonl", "w" if replacing else "a")
     latest = out / "latest.safetensors"

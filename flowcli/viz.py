@@ -39,6 +39,9 @@ from typing import Iterable
 import cv2
 import numpy as np
 
+from . import flowio
+from .flowio import UNKNOWN_THRESHOLD  # noqa: F401 - part of this module's API (__all__)
+
 __all__ = [
     "UNKNOWN_THRESHOLD",
     "EPSILON",
@@ -54,8 +57,6 @@ __all__ = [
     "render",
 ]
 
-#: Components larger than this (in absolute value) mark an unknown pixel (Middlebury).
-UNKNOWN_THRESHOLD = 1e9
 #: Added to the per-frame / per-sequence maximum, as in flow_vis.
 EPSILON = 1e-5
 
@@ -94,13 +95,9 @@ def _check_flow(flow) -> np.ndarray:
 
 
 def unknown_mask(flow) -> np.ndarray:
-    """Boolean ``(H, W)``: True where the flow is unknown (NaN/inf or a component > 1e9)."""
-    flow = _check_flow(flow)
-    u = flow[..., 0]
-    v = flow[..., 1]
-    with np.errstate(invalid="ignore"):
-        return (~np.isfinite(u) | ~np.isfinite(v)
-                | (np.abs(u) > UNKNOWN_THRESHOLD) | (np.abs(v) > UNKNOWN_THRESHOLD))
+    """Boolean ``(H, W)``: True where the flow is unknown (NaN/inf or a component beyond +-1e9), by
+    :func:`flowcli.flowio.unknown_mask`, the rule every flow file format is read and written with."""
+    return flowio.unknown_mask(_check_flow(flow))
 
 
 def _known_uv(flow) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -340,7 +337,7 @@ def draw_arrows(image: np.ndarray, flow, step: int = 16, scale: float | None = 1
             u, v = float(grid[iy, ix, 0]), float(grid[iy, ix, 1])
             norm = math.hypot(u, v)
             length = norm * abs(scale)  # inf if scale is huge; no error
-            if norm == 0 or not length >= min_length:
+            if not length > 0 or length < min_length:  # (also a zero vector or scale 0)
                 continue
             length = min(length, max_length)
             factor = math.copysign(length / norm, scale)

@@ -249,7 +249,8 @@ def download_official(name: str) -> Path:
             digest = digest.hexdigest()
             if known.get(dest.name, digest) != digest:
                 raise CheckpointError(f"{url}: sha256 {digest[:16]}... differs from the one recorded at the "
-                                      f"first download ({known[dest.name][:16]}...); the cached file is kept")
+                                      f"first download ({known[dest.name][:16]}...); nothing was replaced (if the "
+                                      f"release really changed, delete its entry in {cache_dir() / SHA_RECORD})")
     except (OSError, http.client.HTTPException) as exc:  # (a short body can raise IncompleteRead)
         raise CheckpointError(f"cannot download {url}: {exc!r}" if not str(exc) else
                               f"cannot download {url}: {exc}") from None

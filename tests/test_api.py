@@ -73,3 +73,8 @@ def test_estimate_flows_selects_frames_of_an_iterable_as_of_a_path(conformance_d
         list(flowcli.estimate_flows(frames, model, iters=1, step=0))
     as_bytes = list(flowcli.estimate_flows(os.fsencode(str(conformance_dir)), model, iters=1, end=2))
     assert [i for i, _ in as_bytes] == [0]
+    # Frame objects (e.g. from flowcli.sources.open_source) keep their own indices
+    from flowcli.sources import Frame
+    numbered = [Frame(10 + i, f) for i, f in enumerate(frames)]
+    assert [i for i, _ in flowcli.estimate_flows(numbered, model, iters=1)] == [10, 11, 12, 13]
+    assert [i for i, _ in flowcli.estimate_flows(numbered, model, iters=1, start=11, step=2)] == [11]

@@ -521,7 +521,7 @@ def test_download_refuses_a_short_transfer_and_a_mismatch_and_keeps_the_cached_f
         assert path.read_bytes() == good
         assert json.loads((cache / "sha256.json").read_text()) == {path.name: W.sha256_file(path)}
         served["body"] = served["length"] * b"x"  # complete, but not the file first recorded
-        with pytest.raises(CheckpointError, match="differs from the one recorded.*the cached file is kept"):
+        with pytest.raises(CheckpointError, match="differs from the one recorded.*nothing was replaced"):
             W.download_official("MemFlowNet_things")
         assert path.read_bytes() == good
         assert sorted(p.name for p in cache.iterdir()) == ["MemFlowNet_things.pth", "sha256.json"]
@@ -554,4 +554,7 @@ def test_damaged_flowcli_weights_metadata_and_upper_case_suffix(tmp_path, confor
     upper.write_bytes(shipped.read_bytes())
     assert load_weights(str(upper)).model.cfg == load_weights(None).model.cfg
     res = CliRunner().invoke(cli, ["weights", "download", "nope"])
-    assert res.exit_code == 2 and "not an official checkpoint" in res.output
+    assert res.exit_code == 2 and "MemFlowNet_sintel" in res.output
+    from flowcli.cmd_weights import OFFICIAL_CHOICES
+    from flowcli.weights import OFFICIAL_NAMES
+    assert list(OFFICIAL_CHOICES) == list(OFFICIAL_NAMES)

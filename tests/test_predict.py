@@ -348,6 +348,15 @@ def test_warp_forward_one_pixel_moving_far_unlike_the_rest_leaves_the_frame_alon
         flow[0, 0, 0] = far
         pred = warp_forward(image, flow)
         assert np.array_equal(pred[4:, 4:], image[4:, 4:]), far  # away from the inpainted hole at (0, 0)
+    # a far pixel landing inside the frame wins where it lands and nowhere else
+    flow = np.zeros((64, 96, 2), np.float32)
+    flow[30, 2, 0] = 90.0                                   # (2, 30) -> (92, 30), over a still pixel
+    pred = warp_forward(image, flow)
+    assert np.array_equal(pred[30, 92], image[30, 2])
+    keep = np.ones((64, 96), bool)
+    keep[26:35, 0:7] = False                                # the hole it leaves (inpainted)
+    keep[30, 92] = False
+    assert np.array_equal(pred[keep], image[keep])
 
 
 # -- errors -----------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from flowcli.errors import InputError
-from flowcli.sources import Frame, FrameSource, open_source
+from flowcli.sources import Frame, FrameSource, open_source, read_image_rgb
 
 W, H = 64, 48
 
@@ -400,9 +400,10 @@ def test_folder_unreadable_image_names_file(tmp_path):
         list(open_source(str(folder)))
 
 
-def test_truncated_image_is_reported_once_without_opencv_log_lines(tmp_path):
-    """OpenCV logged "[ WARN:0@...] global grfmt_png.cpp:793 ... PNG input buffer is incomplete" on
-    stderr (from C++: only a real process shows it) before flowcli's own one-line error."""
+def test_truncated_image_is_reported_once_without_decoder_lines(tmp_path):
+    """OpenCV and libpng printed "[ WARN:0@...] ... PNG input buffer is incomplete" / "libpng error: ..."
+    on stderr (from C++: only a real process shows it) before flowcli's own one-line error. Damaged PNGs
+    are now refused before decoding (flowcli.pngcheck)."""
     import subprocess
     import sys
     noise = lambda i: np.random.default_rng(i).integers(0, 256, (64, 96, 3), dtype=np.uint8)  # noqa: E731
@@ -413,6 +414,31 @@ def test_truncated_image_is_reported_once_without_opencv_log_lines(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "flowcli", "estimate", str(folder), "-o", str(tmp_path / "o"),
                            "--iters", "1", "-q"], capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 1
+    assert proc.stderr.splitlines() == [f"flowcli: error: {folder / '2.png'}: not a readable image (frame 2)"]
+
+
+def test_png_damage_is_found_and_trailing_bytes_are_not_damage(tmp_path):
+    import subprocess
+    import sys
+
+    from flowcli.pngcheck import png_damage
+    ok, png = cv2.imencode(".png", np.random.default_rng(0).integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    png = png.tobytes()
+    assert png_damage(png) is None and png_damage(b"GIF89a...") is None
+    assert png_damage(png[:len(png) // 2]) == "cut short" and png_damage(png[:-1]) == "cut short"
+    corrupt = bytearray(png)
+    corrupt[len(png) // 2] ^= 0xFF  # inside the image data
+    assert png_damage(bytes(corrupt)) == "damaged IDAT chunk"
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.png").write_bytes(png + b"\0" * 64)  # bytes after IEND: decoders read the image
+    assert read_image_rgb(folder / "0.png").shape == (64, 96, 3)
+    (folder / "2.png").write_bytes(bytes(corrupt))
+    env = {k: v for k, v in os.environ.items() if k != "FLOWCLI_DEBUG"}
+    proc = subprocess.run([sys.executable, "-m", "flowcli", "estimate", str(folder), "-o", str(tmp_path / "o"),
+                           "--iters", "1", "-q"], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 1  # before: "libpng error: IDAT: CRC error" came first
     assert proc.stderr.splitlines() == [f"flowcli: error: {folder / '2.png'}: not a readable image (frame 2)"]
 
 

@@ -299,6 +299,18 @@ def test_cli_train_into_a_folder_holding_a_run_needs_resume_of_it_or_overwrite(t
         assert {name: (out / name).read_bytes() for name in files} == files
     with pytest.raises(OutputExistsError, match="already holds a training run"):
         train(TrainConfig(out_dir=str(out)), init=str(other))
+    import subprocess
+    import sys
+    # a replacing run stopped before its first save leaves no old weights beside its new config and log
+    script = ("import sys\nfrom flowcli.train import TrainConfig, train\n"
+              "def stop(rec):\n    raise KeyboardInterrupt\n"
+              "cfg = TrainConfig(out_dir=sys.argv[1], total_steps=10, batch_size=1, height=32, width=32,\n"
+              "                  clip_frames=2, iters=1, eval_every=100, threads=1)\n"
+              "try:\n    train(cfg, overwrite=True, progress=stop)\nexcept KeyboardInterrupt:\n    print('stopped')\n")
+    stopped = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True, text=True, timeout=600)
+    assert "stopped" in stopped.stdout, stopped.stderr
+    assert not (out / "latest.safetensors").exists()
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]
     _train_process(out, "--init", str(other), "--overwrite")                # asked: a fresh schedule from it
     assert int(model_from_safetensors(out / "latest.safetensors")[1]["step"]) == 1
     assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1]

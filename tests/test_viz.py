@@ -353,14 +353,27 @@ def test_demo_clip_command_refuses_an_existing_file(tmp_path, capsys):
 def test_demo_replaces_nothing(tmp_path, capsys, existing):
     from flowcli import demo
 
-    (tmp_path / "flow").mkdir()
-    (tmp_path / "flow" / "000000.flo").write_bytes(b"old flow")
-    if existing == "sample.mp4":
+    if existing == "flow":
+        (tmp_path / "flow").mkdir()
+        (tmp_path / "flow" / "000000.flo").write_bytes(b"old flow")
+    else:
         (tmp_path / "sample.mp4").write_bytes(b"old")
     assert demo.main([str(tmp_path)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("flowcli: error: ") and "already exists" in err[0]
-    assert (tmp_path / "flow" / "000000.flo").read_bytes() == b"old flow"
-    if existing == "sample.mp4":
+    assert len(err) == 1 and err[0].startswith("flowcli: error: ") and f"{existing}: already exists" in err[0]
+    if existing == "flow":
+        assert (tmp_path / "flow" / "000000.flo").read_bytes() == b"old flow"
+    else:
         assert (tmp_path / "sample.mp4").read_bytes() == b"old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"flow", existing})
+    assert [p.name for p in tmp_path.iterdir()] == [existing]
+
+
+def test_arrows_with_scale_zero_and_one_unknown_rule():
+    """draw_arrows(scale=0, min_length=0) divided by zero; viz.unknown_mask had its own copy of the rule
+    (with abs(), which keeps the most negative int64 negative: called known, flowio called it unknown)."""
+    from flowcli import flowio
+    image = np.zeros((32, 32, 3), np.uint8)
+    assert np.array_equal(viz.draw_arrows(image, np.ones((32, 32, 2), np.float32), scale=0, min_length=0), image)
+    flow = np.zeros((2, 2, 2), np.int64)
+    flow[0, 0, 0] = np.iinfo(np.int64).min
+    assert viz.unknown_mask(flow).tolist() == flowio.unknown_mask(flow).tolist() == [[True, False], [False, False]]
