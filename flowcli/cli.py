@@ -223,7 +223,7 @@ def expand_inputs(specs: Sequence[str], extensions: Sequence[str], what: str = "
     """Turn command-line inputs into a list of files.
 
     Each spec is a file (taken as is), a folder (its files with one of
-    ``extensions``, not recursive, natural order) or a glob pattern the shell did
+    ``extensions``, not hidden ones, not recursive, natural order) or a glob pattern the shell did
     not expand (``*``, ``?``, ``[...]``, ``**``; matches with one of
     ``extensions``, natural order). Raises InputError for a missing path, an empty
     folder or a pattern matching nothing. Order of specs is kept.
@@ -233,7 +233,8 @@ def expand_inputs(specs: Sequence[str], extensions: Sequence[str], what: str = "
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            found = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in exts),
+            found = sorted((p for p in path.iterdir()  # not hidden files (a killed run's temp files)
+                            if p.is_file() and p.suffix.lower() in exts and not p.name.startswith(".")),
                            key=natural_key)
             if not found:
                 raise InputError(f"{spec}: folder has no {what} files ({', '.join(exts)})")

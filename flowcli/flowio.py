@@ -182,7 +182,7 @@ def write_flo(path: PathLike, flow: np.ndarray, overwrite: bool = False) -> Path
 def read_kitti_png(path: PathLike) -> np.ndarray:
     """Read a KITTI flow PNG: u=(R-2^15)/64, v=(G-2^15)/64, valid where B > 0."""
     data = _read_bytes(path)
-    img = None if png_damage(data) else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    img = None if not data or png_damage(data) else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise InputError(f"{path}: not a readable PNG image")
     if img.dtype != np.uint16:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import re
@@ -434,20 +435,38 @@ def run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: 
 
 @contextlib.contextmanager
 def output_folder(out: Path):
-    """Create a job's output folder; if the job fails, remove the folders it created that are still
-    empty (a run that failed before writing anything leaves no trace)."""
+    """Create a job's output folder and hold it for the job; if the job fails, remove the folders it
+    created that are still empty (a run that failed before writing anything leaves no trace)."""
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: output path exists and is not a folder")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        yield out
+        with folder_lock(out):
+            yield out
     except BaseException:
         if created:
             for folder in sorted((p for p in out.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)) + [out]:
                 with contextlib.suppress(OSError):
                     folder.rmdir()
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(out: Path):
+    """An exclusive lock on the folder itself (flock on its descriptor: no lock file, and the kernel
+    drops it when the process dies, even by SIGKILL). Two runs writing one folder at once mixed their
+    outputs, state and record, and an --overwrite run removed the files of a run still writing."""
+    fd = os.open(out, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputExistsError(f"{out}: another flowcli run is writing into this folder; wait for it to "
+                                    "finish or choose another output folder") from None
+        yield
+    finally:
+        os.close(fd)  # (releases the lock)
 
 
 def _run_estimate(model, job: EstimateJob, source, *, weights_info: dict, start: int, step: int,

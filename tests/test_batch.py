@@ -507,3 +507,30 @@ def test_run_batch_api_for_bench(assets, tmp_path):
                           threads=1)
     assert summary.ok and summary.done == 3 and summary.frames == 12 and summary.seconds > 0
     assert summary.frames_per_second > 0 and summary.to_dict()["command"] == "batch"
+
+
+def test_workers_stop_when_the_batch_process_is_killed(assets, tmp_path):
+    """After a SIGKILL of the batch process its workers went on writing into OUTROOT until their video
+    ended (they looked for their parent only between videos); now the kernel signals them at once."""
+    vids = tmp_path / "long"
+    for name in ("x", "y"):
+        make_demo_video(vids / f"{name}.mp4", 600, size=(64, 48), seed=3)
+    proc = subprocess.Popen([sys.executable, "-m", "flowcli", *_args(assets, vids, "-o", tmp_path / "out",
+                                                                     "--workers", "2")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def children() -> list[str]:
+        return subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("*/000001.flo")) and time.monotonic() < deadline:
+        time.sleep(0.2)  # until the workers are writing
+    workers = children()
+    assert workers and proc.poll() is None, "the workers did not start writing"
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 5  # (a 600-frame video takes them far longer)
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers), "workers outlived the batch"
+    assert not [p for p in (tmp_path / "out").rglob("*") if TEMP_RE.match(p.name)]  # they cleaned up

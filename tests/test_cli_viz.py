@@ -639,3 +639,18 @@ def test_format_help_says_what_video_alone_writes(command):
     assert "with --video and no --format only flow.mp4 is written" in text[start:start + 400]
     if command != "estimate":
         assert "--with-estimate" in text[start:start + 400]
+
+
+def test_empty_kitti_png_and_hidden_temp_files(tmp_path):
+    """An empty .png (the 0-byte temp a killed KITTI writer leaves) gave 'internal error: ... !buf.empty()';
+    viz FOLDER read hidden files, so a killed run's complete temp file became an extra frame."""
+    empty = tmp_path / "e.png"
+    empty.write_bytes(b"")
+    assert_one_line_error(run("viz", str(empty), "-o", str(tmp_path / "o.png")), 1, f"{empty}: not a readable PNG")
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    write_flo(folder / "000000.flo", make_flow())
+    write_flo(folder / ".000001.flo.k2j3.tmp.flo", make_flow())
+    result = run("viz", str(folder), "-o", str(tmp_path / "out"), "--json")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png"]

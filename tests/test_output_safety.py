@@ -330,3 +330,21 @@ def test_disk_full_while_saving_the_resume_state_is_a_disk_full_error(tiny_disk,
     assert res.exit_code == 1, res.output
     assert "No space left on device" in res.output and "internal error" not in res.output, res.output
     assert len(res.output.strip().splitlines()) == 1
+
+
+def test_a_folder_another_run_is_writing_is_refused(frames, weights, tmp_path):
+    """Two runs writing one folder at once both exited 0 with their outputs, state and flowcli.json mixed,
+    and an --overwrite run removed the files of a run still writing. The folder is now locked (flock on
+    the folder itself, dropped by the kernel when a run dies); the lock is held here as another run would."""
+    from flowcli.pipeline import folder_lock
+    out = tmp_path / "out"
+    assert _est(frames, out, weights).exit_code == 0
+    before = _files(out)
+    with folder_lock(out):
+        for res in (_est(frames, out, weights, "--overwrite", "--end", "2"),
+                    _est(frames, out, weights, "--iters", "1"),
+                    _pred(frames, out, weights, "--overwrite")):
+            assert res.exit_code == 1 and "another flowcli run is writing into this folder" in res.stderr, res.stderr
+            assert len(res.stderr.strip().splitlines()) == 1
+            assert _files(out) == before  # nothing removed, nothing added
+    assert _est(frames, out, weights, "--overwrite", "--end", "2").exit_code == 0  # free again

@@ -75,10 +75,26 @@ def _worker_signal(signum, frame):
     raise KeyboardInterrupt
 
 
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel send this worker SIGTERM when the batch process dies (Linux PR_SET_PDEATHSIG).
+
+    Without it a SIGKILLed batch left its workers running, still writing into OUTROOT until their video
+    ended (they only noticed between videos). A parent gone before the call is caught by getppid().
+    """
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the check between videos remains
+        pass
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _worker_main(wid: int, spec: BatchSpec, threads: int, out_root: str, inbox, outbox, parent: int) -> None:
     """A worker process: load the model once, then run the videos the parent sends, one at a time."""
     signal.signal(signal.SIGINT, _worker_signal)
     signal.signal(signal.SIGTERM, _worker_signal)
+    _die_with_parent(parent)
     try:
         try:
             runner = VideoRunner(spec, threads)
