@@ -207,3 +207,8 @@ class _Books:
     def pairs(self, n: int) -> None:
         if self.bar is not None and not getattr(self.bar, "disable", True):
             self.bar.set_postfix(pairs=self.summary.pairs + n, failed=self.summary.failed)
+
+
+def frames_of(pairs: int) -> int:
+    """Frames an estimate run read for ``pairs`` flow pairs (a run with no pair is recorded as 0 frames)."""
+    return pairs + 1 if pairs else 0

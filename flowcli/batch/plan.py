@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .discovery import VideoItem, assign_names, discover
-from .ledger import _latest, _now, read_ledger, shard_of
+from .ledger import _latest, _now, frames_of, read_ledger, shard_of
 
 REPORT_FILE = "flowcli.json"          # = flowcli.pipeline.REPORT_FILE (not imported: that pulls in torch)
 
@@ -58,7 +58,7 @@ def _counts(rep: dict) -> tuple[int, int]:
     if rep.get("command") == "predict-next":
         return int(rep.get("predictions") or 0), int(rep.get("frames") or 0)
     pairs = int(rep.get("pairs") or 0)
-    return pairs, pairs + 1 if pairs else 0
+    return pairs, frames_of(pairs)
 
 
 def plan_batch(inputs: Sequence[str], out_root: str | os.PathLike, *, manifest=None,

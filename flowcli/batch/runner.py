@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from ..errors import InputError
 from .discovery import VideoItem
-from .ledger import _describe, _disk_full, _now, read_ledger
+from .ledger import _describe, _disk_full, _now, frames_of, read_ledger
 
 # atomic_path temp files: ".<name>.<8 random chars>.tmp<suffix>"
 _TEMP_RE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp(\.[A-Za-z0-9]+)?$")
@@ -213,7 +213,7 @@ class VideoRunner:
                                           on_pair=self._on_pair(on_pair))
                     record = {"command": "estimate", **common, "iters": self.options.iters,
                               "warm_start": self.options.warm_start}
-                    rec["pairs"], rec["frames"] = report.pairs, report.pairs + 1 if report.pairs else 0
+                    rec["pairs"], rec["frames"] = report.pairs, frames_of(report.pairs)
                 else:
                     from ..predict import PredictJob, run_predict
                     prior = None
